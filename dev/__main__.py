@@ -1,0 +1,38 @@
+"""`make dev`: Azurite in memory plus the API on 127.0.0.1:7071, until Ctrl-C."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import uvicorn
+
+from dev.stack import start_azurite
+from function_app.api import ApiSettings, create_app
+from shared.settings import DEV_API_TOKEN
+from shared.storage.account import StorageAccount
+
+API_PORT = 7071  # the Azure Functions host's default, so clients need no change
+AZURITE_PORTS = (10000, 10001, 10002)  # Azurite's defaults, as in UseDevelopmentStorage=true
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("azure").setLevel(logging.WARNING)  # one line per HTTP call is noise
+    azurite = start_azurite(*AZURITE_PORTS)
+    try:
+        os.environ.setdefault("AITRAINER_ENV", "dev")
+        os.environ.setdefault("AITRAINER_WEBHOOK_ALLOW_PRIVATE", "true")
+        os.environ.setdefault("AITRAINER_STORAGE_CONNECTION_STRING", azurite.connection_string)
+        settings = ApiSettings()
+        StorageAccount(settings).provision()
+        token = DEV_API_TOKEN if "AITRAINER_API_TOKENS" not in os.environ else "<yours>"
+        print(f"Azurite on 127.0.0.1:{AZURITE_PORTS[0]}-{AZURITE_PORTS[2]} (in memory)")
+        print(f"API on http://127.0.0.1:{API_PORT}  token: {token}  docs: /docs")
+        uvicorn.run(create_app(settings), host="127.0.0.1", port=API_PORT, log_level="info")
+    finally:
+        azurite.stop()
+
+
+if __name__ == "__main__":
+    main()

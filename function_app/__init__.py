@@ -1,0 +1,1 @@
+"""The HTTP API, deployed as an Azure Functions app."""

@@ -1,0 +1,11 @@
+"""Azure Functions entry point: the FastAPI app behind one catch-all HTTP function.
+
+Kept thin on purpose; everything testable lives in `api.py`. Authorization is ours
+(tokens from settings), so the Functions host's own keys are off (ANONYMOUS).
+"""
+
+import azure.functions as func
+
+from function_app.api import create_app
+
+app = func.AsgiFunctionApp(app=create_app(), http_auth_level=func.AuthLevel.ANONYMOUS)

@@ -1,0 +1,1 @@
+"""The contract, settings and storage facades that the API and the worker share."""

@@ -1,0 +1,528 @@
+"""The public contract: the start request, the queue message, the table row and the responses.
+
+The seed specification fixes the field names, defaults and limits; every rule lives here so
+that the API, the worker and the docs read one source. Error texts name the field and the
+rule, because they reach users verbatim.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+# Classifier architectures the worker can build (torchvision names); the first is the default.
+CLASSIFICATION_ARCHITECTURES: tuple[str, ...] = (
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+)
+
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch")
+DEFAULT_EXPORT: tuple[str, ...] = ("onnx", "coreml")
+
+DEFAULT_EPOCHS = 10
+DEFAULT_LEARNING_RATE = 0.01
+DEFAULT_IMAGE_SIZE = 224
+DEFAULT_BATCH_SIZE = 36
+DEFAULT_STEP_SIZE = 10
+DEFAULT_GAMMA = 0.1
+MIN_EPOCHS, MAX_EPOCHS = 2, 99
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 768
+# The seed's dev VM allows 36; deployments with larger GPUs raise it in settings.
+DEFAULT_MAX_BATCH_SIZE = 36
+
+# profile_id and project_name become table keys, blob paths and folder names: this set is
+# safe in all three (Table Storage forbids / \ # ? and control characters in keys).
+IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9 _.@-]{1,256}")
+IDENTIFIER_RULE = (
+    "1 to 256 letters, digits, spaces or - _ . @, not starting or ending with a space or a dot"
+)
+
+
+class State(StrEnum):
+    """A training's lifecycle; the seed's states plus CANCELLED."""
+
+    PENDING = "PENDING"
+    DOWNLOADING = "DOWNLOADING"
+    DOWNLOADED = "DOWNLOADED"
+    RUNNING = "RUNNING"
+    EXPORTING = "EXPORTING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATES
+
+    def can_move_to(self, new: State) -> bool:
+        """States only move forward; a finished training never changes state again."""
+        if self.finished:
+            return False
+        return new.finished or _STATE_ORDER.index(new) >= _STATE_ORDER.index(self)
+
+
+_STATE_ORDER = list(State)
+FINISHED_STATES = frozenset({State.SUCCESS, State.FAILED, State.CANCELLED})
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why `value` is not a valid profile_id/project_name, or None when it is."""
+    if not IDENTIFIER_PATTERN.fullmatch(value) or value[0] in " ." or value[-1] in " .":
+        return IDENTIFIER_RULE
+    return None
+
+
+def _fail(kind: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError(kind, message)
+
+
+def _check_range(
+    field: str, value: float, low: float, high: float, *, low_open: bool = False
+) -> None:
+    too_low = value <= low if low_open else value < low
+    if too_low or value > high:
+        lower = f"greater than {low:g}" if low_open else f"at least {low:g}"
+        if not low_open and isinstance(value, int):
+            rule = f"between {low:g} and {high:g}"
+        else:
+            rule = f"{lower} and at most {high:g}"
+        raise _fail("range", f"{field} must be {rule} (got {value:g})")
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, str) and value.strip() == "") else value
+
+
+def webhook_url_problem(url: str, *, allow_private: bool) -> str | None:
+    """Why `url` may not receive webhooks, or None when it may.
+
+    Outside dev the target must be https and resolve only to public addresses, so a client
+    cannot point our worker at internal services (metadata endpoints, private networks).
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "webhook_url must be an absolute http(s) URL"
+    if parts.username or parts.password:
+        return "webhook_url must not contain a user name or password"
+    if allow_private:
+        return None
+    if parts.scheme != "https":
+        return "webhook_url must use https"
+    try:
+        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return f"webhook_url host '{parts.hostname}' does not resolve"
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not address.is_global:
+            return f"webhook_url host '{parts.hostname}' resolves to a non-public address"
+    return None
+
+
+class StartTrainingRequest(BaseModel):
+    """POST /starttraining/ body: the seed's fields plus architecture and AWS extras.
+
+    Validation context: ``max_batch_size`` (int) and ``allow_private_webhooks`` (bool).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
+
+    profile_id: str
+    project_name: str
+    webhook_url: str | None = None
+    epochs: int = DEFAULT_EPOCHS
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    image_size: int = DEFAULT_IMAGE_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    step_size: int = DEFAULT_STEP_SIZE
+    gamma: float = DEFAULT_GAMMA
+    export: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPORT))
+    model_type: Literal["classification", "detection"]
+    architecture: str | None = None
+    storage_type: Literal["aws", "azure"]
+    container: str
+    folder: str
+    zipped: bool
+    azure_connection_string: SecretStr | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_region: str | None = None
+
+    @field_validator(
+        "webhook_url",
+        "architecture",
+        "azure_connection_string",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "aws_region",
+        mode="before",
+    )
+    @classmethod
+    def _empty_means_absent(cls, value: Any) -> Any:
+        # Seed clients send "" or null for the fields they leave out.
+        return _blank_to_none(value)
+
+    @field_validator("profile_id", "project_name")
+    @classmethod
+    def _identifier(cls, value: str, info: ValidationInfo) -> str:
+        if identifier_problem(value):
+            raise _fail("identifier", f"{info.field_name} must be {IDENTIFIER_RULE}")
+        return value
+
+    @field_validator("epochs")
+    @classmethod
+    def _epochs(cls, value: int) -> int:
+        _check_range("epochs", value, MIN_EPOCHS, MAX_EPOCHS)
+        return value
+
+    @field_validator("learning_rate")
+    @classmethod
+    def _learning_rate(cls, value: float) -> float:
+        _check_range("learning_rate", value, 0, 1, low_open=True)
+        return value
+
+    @field_validator("image_size")
+    @classmethod
+    def _image_size(cls, value: int) -> int:
+        _check_range("image_size", value, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+        return value
+
+    @field_validator("batch_size")
+    @classmethod
+    def _batch_size(cls, value: int, info: ValidationInfo) -> int:
+        context = info.context or {}
+        _check_range("batch_size", value, 1, context.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        return value
+
+    @field_validator("step_size")
+    @classmethod
+    def _step_size(cls, value: int) -> int:
+        if value < 1:
+            raise _fail("range", f"step_size must be at least 1 (got {value})")
+        return value
+
+    @field_validator("gamma")
+    @classmethod
+    def _gamma(cls, value: float) -> float:
+        _check_range("gamma", value, 0, 1, low_open=True)
+        return value
+
+    @field_validator("export")
+    @classmethod
+    def _export(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in EXPORT_FORMATS]
+        if unknown:
+            raise _fail(
+                "export",
+                f"export has unknown format '{unknown[0]}' (allowed: {', '.join(EXPORT_FORMATS)})",
+            )
+        if not value:
+            raise _fail("export", "export must name at least one format")
+        return list(dict.fromkeys(value))  # drop duplicates, keep the caller's order
+
+    @field_validator("container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        value = value.strip()
+        if not value or "/" in value or len(value) > 255:
+            raise _fail(
+                "container",
+                "container must be a container or bucket name without '/' (1 to 255 characters)",
+            )
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        if any(part in ("", ".", "..") for part in value.split("/")) and value:
+            raise _fail("folder", "folder must not contain empty, '.' or '..' path segments")
+        if len(value) > 1024:
+            raise _fail("folder", "folder must be at most 1024 characters")
+        return value
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        allow_private = (info.context or {}).get("allow_private_webhooks", False)
+        problem = webhook_url_problem(value, allow_private=allow_private)
+        if problem:
+            raise _fail("webhook_url", problem)
+        return value
+
+    @model_validator(mode="after")
+    def _storage_and_model(self) -> StartTrainingRequest:
+        if self.storage_type == "azure":
+            if self.azure_connection_string is None:
+                raise _fail(
+                    "credentials",
+                    "azure_connection_string is required when storage_type is 'azure'",
+                )
+            # Credentials of the other storage are never needed: drop them, never store them.
+            self.aws_access_key_id = self.aws_secret_access_key = self.aws_session_token = None
+            self.aws_region = None
+        else:
+            for name in ("aws_access_key_id", "aws_secret_access_key"):
+                if getattr(self, name) is None:
+                    raise _fail("credentials", f"{name} is required when storage_type is 'aws'")
+            self.azure_connection_string = None
+        if self.model_type == "classification":
+            if self.architecture is None:
+                self.architecture = CLASSIFICATION_ARCHITECTURES[0]
+            elif self.architecture not in CLASSIFICATION_ARCHITECTURES:
+                allowed = ", ".join(CLASSIFICATION_ARCHITECTURES)
+                raise _fail(
+                    "architecture",
+                    f"architecture '{self.architecture}' is not available for classification "
+                    f"(allowed: {allowed})",
+                )
+        return self
+
+    @property
+    def dataset(self) -> str:
+        """Where the dataset lives, as the seed's `dataset` response field shows it."""
+        scheme = "azure" if self.storage_type == "azure" else "s3"
+        return f"{scheme}://{self.container}/{self.folder}"
+
+    def credentials(self) -> dict[str, str]:
+        """The secrets this request carries, for sealing into the queue message."""
+        names = (
+            "azure_connection_string",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "aws_session_token",
+        )
+        return {
+            name: secret.get_secret_value()
+            for name in names
+            if (secret := getattr(self, name)) is not None
+        }
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "literal_error": None,
+}
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, each naming the field and the rule."""
+    lines = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "body"
+        kind = item["type"]
+        if kind == "missing":
+            lines.append(f"{field} is required")
+        elif kind == "extra_forbidden":
+            lines.append(f"unknown field '{field}'")
+        elif kind == "literal_error":
+            expected = item.get("ctx", {}).get("expected", "")
+            lines.append(f"{field} must be one of {expected}")
+        elif kind in _TYPE_WORDS:
+            lines.append(f"{field} must be {_TYPE_WORDS[kind]}")
+        elif kind in ("model_type", "dict_type"):
+            lines.append("body must be a JSON object")
+        else:
+            lines.append(item["msg"])  # our own texts already name the field
+    return "; ".join(dict.fromkeys(lines))
+
+
+class TrainingParams(BaseModel):
+    """The hyperparameters a training runs with, as stored in its row (no secrets)."""
+
+    epochs: int
+    learning_rate: float
+    image_size: int
+    batch_size: int
+    step_size: int
+    gamma: float
+    export: list[str]
+    model_type: Literal["classification", "detection"]
+    architecture: str | None
+
+
+class DatasetLocation(BaseModel):
+    """Where the worker downloads the dataset from (credentials travel sealed, not here)."""
+
+    storage_type: Literal["aws", "azure"]
+    container: str
+    folder: str
+    zipped: bool
+    aws_region: str | None = None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# Row columns that hold a nested model or mapping, stored as JSON text.
+_JSON_COLUMNS = frozenset({"params", "dataset", "exports"})
+
+
+class TrainingRow(BaseModel):
+    """One training, as the `trainings` table holds it: state, parameters, progress."""
+
+    profile_id: str
+    project_name: str
+    state: State = State.PENDING
+    params: TrainingParams
+    dataset: DatasetLocation
+    webhook_url: str | None = None
+    message: str = "queued"
+    current_epoch: int = 0
+    loss: float | None = None
+    accuracy: float | None = None
+    last_epoch_duration_seconds: float | None = None
+    created: datetime = Field(default_factory=utcnow)
+    lastupdate: datetime = Field(default_factory=utcnow)
+    attempt: int = 0
+    worker_id: str | None = None
+    cancel_requested: bool = False
+    exports: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, request: StartTrainingRequest, webhook_url: str | None) -> TrainingRow:
+        return cls(
+            profile_id=request.profile_id,
+            project_name=request.project_name,
+            params=TrainingParams.model_validate(request.model_dump(), strict=False),
+            dataset=DatasetLocation.model_validate(request.model_dump(), strict=False),
+            webhook_url=webhook_url,
+        )
+
+    def to_entity(self) -> dict[str, Any]:
+        """Flatten to Table Storage properties; nested parts are JSON, None is omitted."""
+        entity: dict[str, Any] = {"PartitionKey": self.profile_id, "RowKey": self.project_name}
+        for name, value in self.model_dump(exclude={"profile_id", "project_name"}).items():
+            if value is None:
+                continue
+            if isinstance(value, dict | list):
+                entity[name] = json.dumps(value)
+            elif isinstance(value, StrEnum):
+                entity[name] = value.value
+            else:
+                entity[name] = value
+        return entity
+
+    @classmethod
+    def from_entity(cls, entity: dict[str, Any]) -> TrainingRow:
+        data: dict[str, Any] = {
+            "profile_id": entity["PartitionKey"],
+            "project_name": entity["RowKey"],
+        }
+        for name in cls.model_fields:
+            if name in entity and name not in data:
+                value = entity[name]
+                data[name] = json.loads(value) if name in _JSON_COLUMNS else value
+        return cls.model_validate(data)
+
+
+class JobMessage(BaseModel):
+    """The queue message: which row to work on, and the dataset credentials sealed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: Literal[1] = 1
+    profile_id: str
+    project_name: str
+    sealed_credentials: str
+
+
+class StartTrainingResponse(BaseModel):
+    """The seed's answer to /starttraining/ (HTTP 202 when PENDING)."""
+
+    status: Literal["PENDING", "FAILED"]
+    profile_id: str | None = None
+    project_name: str | None = None
+    dataset: str | None = None
+    message: str
+
+
+class StatusResponse(BaseModel):
+    """The seed's /statustraining/ fields plus message and what we know beyond the seed."""
+
+    result: State
+    current_epoch: int
+    epochs: int
+    loss: float | None
+    accuracy: float | None = Field(description="Validation accuracy as a fraction in [0, 1].")
+    lastupdate: datetime = Field(description="ISO 8601, UTC.")
+    last_epoch_duration_seconds: float | None
+    message: str
+    profile_id: str
+    project_name: str
+    created: datetime
+    parameters: TrainingParams
+
+    @classmethod
+    def from_row(cls, row: TrainingRow) -> StatusResponse:
+        return cls(
+            result=row.state,
+            current_epoch=row.current_epoch,
+            epochs=row.params.epochs,
+            loss=row.loss,
+            accuracy=row.accuracy,
+            lastupdate=row.lastupdate,
+            last_epoch_duration_seconds=row.last_epoch_duration_seconds,
+            message=row.message,
+            profile_id=row.profile_id,
+            project_name=row.project_name,
+            created=row.created,
+            parameters=row.params,
+        )
+
+
+class TrainingSummary(BaseModel):
+    """One line of GET /trainings/{profile_id}."""
+
+    project_name: str
+    result: State
+    created: datetime
+    lastupdate: datetime
+
+
+class TrainingList(BaseModel):
+    profile_id: str
+    trainings: list[TrainingSummary]
+
+
+class CheckServerResponse(BaseModel):
+    """The seed's /checkserver/ answer."""
+
+    result: Literal["Ok", "Failed"]
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    """Any refusal outside /starttraining/ (which answers in the seed's own shape)."""
+
+    message: str

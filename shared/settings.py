@@ -1,0 +1,85 @@
+"""Settings read from `AITRAINER_*` environment variables, one class per deployable.
+
+`CommonSettings` holds what the API and the worker share (storage, names, sealing);
+`function_app.api.ApiSettings` and the worker's settings extend it. Outside dev, unsafe
+values (no tokens, the example sealing key) stop the process at startup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.contract import DEFAULT_MAX_BATCH_SIZE
+
+# Azurite's well-known development account (public, documented by Microsoft).
+AZURITE_CONNECTION_STRING = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
+    "KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
+    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+)
+# Published in README and local.settings.example.json, so refused outside dev.
+DEV_SEALING_KEY = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE="
+DEV_API_TOKEN = "dev-token"  # noqa: S105 - the documented dev token, refused outside dev
+DEV_WEBHOOK_SECRET = "dev-webhook-secret"  # noqa: S105 - refused outside dev
+
+
+class CommonSettings(BaseSettings):
+    """What the API and the worker both need."""
+
+    model_config = SettingsConfigDict(env_prefix="AITRAINER_", extra="ignore")
+
+    env: Literal["dev", "prod"] = "prod"
+    storage_connection_string: SecretStr | None = None
+    storage_account_url: str | None = Field(
+        default=None,
+        description="https://<account>.{service}.core.windows.net base, used with managed "
+        "identity when no connection string is set",
+    )
+    trainings_table: str = "trainings"
+    workers_table: str = "workers"
+    jobs_queue: str = "training-jobs"
+    poison_queue: str = "training-jobs-poison"
+    models_container: str = "models"
+    sealing_key: SecretStr | None = None
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    worker_fresh_seconds: int = Field(
+        default=120, description="a worker whose heartbeat is older counts as offline"
+    )
+
+    @model_validator(mode="after")
+    def _safe_outside_dev(self) -> CommonSettings:
+        if self.env == "dev":
+            if self.storage_connection_string is None and self.storage_account_url is None:
+                self.storage_connection_string = SecretStr(AZURITE_CONNECTION_STRING)
+            if self.sealing_key is None:
+                self.sealing_key = SecretStr(DEV_SEALING_KEY)
+        else:
+            if self.storage_connection_string is None and self.storage_account_url is None:
+                raise ValueError(
+                    "AITRAINER_STORAGE_CONNECTION_STRING or AITRAINER_STORAGE_ACCOUNT_URL "
+                    "must be set"
+                )
+            if self.sealing_key is None:
+                raise ValueError("AITRAINER_SEALING_KEY must be set outside dev")
+            if self.sealing_key.get_secret_value() == DEV_SEALING_KEY:
+                raise ValueError("AITRAINER_SEALING_KEY is the published example key")
+        self.sealing_key_bytes()  # fail at startup, not at the first request
+        return self
+
+    def sealing_key_bytes(self) -> bytes:
+        assert self.sealing_key is not None  # set by the validator
+        try:
+            key = base64.b64decode(self.sealing_key.get_secret_value(), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ValueError("AITRAINER_SEALING_KEY must be the base64 encoding of 32 bytes")
+        return key

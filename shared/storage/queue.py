@@ -1,0 +1,58 @@
+"""A Storage Queue of jobs: send, lease, renew, release, delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from azure.storage.queue import QueueClient
+
+# Storage Queue's ceiling for one long lease; the worker renews well before it lapses.
+MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A received message, invisible to other consumers until the lease lapses."""
+
+    message_id: str
+    pop_receipt: str
+    content: str
+    dequeue_count: int
+
+
+class JobQueue:
+    def __init__(self, client: QueueClient) -> None:
+        self.client = client
+
+    def send(self, content: str) -> None:
+        """Enqueue; messages never expire (a job waits as long as it must for a worker)."""
+        self.client.send_message(content, time_to_live=-1)
+
+    def receive(self, lease_seconds: int) -> Lease | None:
+        """Take the next message for `lease_seconds`, or None when the queue is empty."""
+        for message in self.client.receive_messages(
+            messages_per_page=1, visibility_timeout=lease_seconds, max_messages=1
+        ):
+            return Lease(
+                message.id, str(message.pop_receipt), message.content, message.dequeue_count or 0
+            )
+        return None
+
+    def extend(self, lease: Lease, lease_seconds: int) -> Lease:
+        """Renew the lease; the returned lease carries the new pop receipt."""
+        updated = self.client.update_message(
+            lease.message_id, lease.pop_receipt, visibility_timeout=lease_seconds
+        )
+        return replace(lease, pop_receipt=str(updated.pop_receipt))
+
+    def release(self, lease: Lease) -> None:
+        """Make the message visible again now, so another worker can take it."""
+        self.client.update_message(lease.message_id, lease.pop_receipt, visibility_timeout=0)
+
+    def delete(self, lease: Lease) -> None:
+        self.client.delete_message(lease.message_id, lease.pop_receipt)
+
+    def depth(self) -> int:
+        """Approximate number of messages waiting (leased ones included)."""
+        count = self.client.get_queue_properties().approximate_message_count
+        return int(count or 0)

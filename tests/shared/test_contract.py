@@ -1,0 +1,81 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.contract import (
+    DatasetLocation,
+    State,
+    TrainingParams,
+    TrainingRow,
+    identifier_problem,
+)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "allowed"),
+    [
+        (State.PENDING, State.DOWNLOADING, True),
+        (State.DOWNLOADING, State.RUNNING, True),
+        (State.RUNNING, State.RUNNING, True),
+        (State.RUNNING, State.DOWNLOADING, False),
+        (State.EXPORTING, State.RUNNING, False),
+        (State.PENDING, State.FAILED, True),
+        (State.RUNNING, State.CANCELLED, True),
+        (State.SUCCESS, State.FAILED, False),
+        (State.FAILED, State.RUNNING, False),
+        (State.CANCELLED, State.SUCCESS, False),
+    ],
+)
+def test_states_only_move_forward(old: State, new: State, allowed: bool) -> None:
+    assert old.can_move_to(new) is allowed
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("alice", True),
+        ("a", True),
+        ("Dr. Who@x_1-2", True),
+        ("", False),
+        (".a", False),
+        ("a ", False),
+        ("a/b", False),
+        ("a\\b", False),
+        ("a#b", False),
+        ("a?b", False),
+        ("é", False),
+        ("x" * 256, True),
+        ("x" * 257, False),
+    ],
+)
+def test_identifier_rule(value: str, valid: bool) -> None:
+    assert (identifier_problem(value) is None) is valid
+
+
+def test_row_survives_the_table_round_trip() -> None:
+    row = TrainingRow(
+        profile_id="alice",
+        project_name="teeth",
+        state=State.RUNNING,
+        params=TrainingParams(
+            epochs=3,
+            learning_rate=0.1,
+            image_size=64,
+            batch_size=8,
+            step_size=1,
+            gamma=0.5,
+            export=["onnx"],
+            model_type="classification",
+            architecture="resnet18",
+        ),
+        dataset=DatasetLocation(storage_type="aws", container="b", folder="f", zipped=True),
+        loss=0.25,
+        accuracy=1.0,
+        current_epoch=2,
+        exports={"onnx": "alice/teeth/model.onnx"},
+        created=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    entity = row.to_entity()
+    assert entity["PartitionKey"] == "alice" and entity["RowKey"] == "teeth"
+    assert "last_epoch_duration_seconds" not in entity  # None is omitted, not stored
+    assert TrainingRow.from_entity(entity) == row

@@ -1,0 +1,72 @@
+import base64
+
+import pytest
+from pydantic import ValidationError
+
+from function_app.api import ApiSettings, parse_tokens
+from shared.settings import AZURITE_CONNECTION_STRING, DEV_SEALING_KEY
+
+REAL_KEY = base64.b64encode(b"k" * 32).decode()
+STORAGE = (
+    "DefaultEndpointsProtocol=https;AccountName=x;AccountKey=eA==;EndpointSuffix=core.windows.net"
+)
+
+
+def prod(**values: object) -> ApiSettings:
+    base: dict[str, object] = {
+        "env": "prod",
+        "storage_connection_string": STORAGE,
+        "sealing_key": REAL_KEY,
+        "api_tokens": "s3cret-token",
+    }
+    return ApiSettings(**(base | values))  # type: ignore[arg-type]
+
+
+def test_prod_with_safe_values_starts() -> None:
+    assert prod().env == "prod"
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({"api_tokens": None}, "AITRAINER_API_TOKENS must be set"),
+        ({"api_tokens": " "}, "AITRAINER_API_TOKENS must be set"),
+        ({"api_tokens": "dev-token"}, "published dev token"),
+        ({"sealing_key": None}, "AITRAINER_SEALING_KEY must be set"),
+        ({"sealing_key": DEV_SEALING_KEY}, "published example key"),
+        ({"sealing_key": base64.b64encode(b"short").decode()}, "base64 encoding of 32 bytes"),
+        ({"sealing_key": "not base64!"}, "base64 encoding of 32 bytes"),
+        ({"storage_connection_string": None}, "STORAGE_CONNECTION_STRING or"),
+    ],
+)
+def test_prod_refuses_unsafe_values(values: dict[str, object], expected: str) -> None:
+    with pytest.raises(ValidationError, match=expected):
+        prod(**values)
+
+
+def test_dev_fills_documented_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITRAINER_ENV", "dev")
+    settings = ApiSettings()
+    assert settings.api_tokens is not None
+    assert settings.api_tokens.get_secret_value() == "dev-token"
+    assert settings.sealing_key_bytes() == b"dev-only-sealing-key-32-bytes!!!"
+    assert settings.storage_connection_string is not None
+    assert settings.storage_connection_string.get_secret_value() == AZURITE_CONNECTION_STRING
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITRAINER_ENV", "dev")
+    monkeypatch.setenv("AITRAINER_MAX_BATCH_SIZE", "128")
+    monkeypatch.setenv("AITRAINER_TRAININGS_TABLE", "mytrainings")
+    settings = ApiSettings()
+    assert (settings.max_batch_size, settings.trainings_table) == (128, "mytrainings")
+
+
+def test_token_list_with_profile_limits() -> None:
+    grants = parse_tokens("alpha, beta=alice|bob ,gamma=")
+    assert [(g.token, g.profiles) for g in grants] == [
+        (b"alpha", None),
+        (b"beta", frozenset({"alice", "bob"})),
+        (b"gamma", None),
+    ]
+    assert grants[1].allows("alice") and not grants[1].allows("carol")
