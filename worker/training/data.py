@@ -1,0 +1,259 @@
+"""Finding, checking and splitting a labelled image folder."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from worker.training.preprocessing import check_image
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Archive debris that is never a class: macOS resource forks and Windows thumbnail caches.
+IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+TRAIN_DIR = "train"
+VAL_DIR = "val"
+DEFAULT_VAL_FRACTION = 0.2
+DEFAULT_SPLIT_SEED = 0
+# Enough names to act on in a status message without making it a wall of text.
+MAX_LISTED_SKIPPED = 20
+MAX_READ_THREADS = 32
+
+Layout = Literal["train_val", "class_folders"]
+Split = Literal["train", "val"]
+ImageReader = Callable[[int, Path], None]
+"""Reads the image at a layout row; raises if the file cannot be decoded."""
+
+
+class DatasetError(ValueError):
+    """The dataset folder breaks a rule; the message names the folder or file and the rule."""
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    """One candidate image: where it is, its class, and its row in DatasetLayout.files."""
+
+    path: Path
+    label: int
+    row: int
+    split: Split | None  # fixed by a train/val layout; None until a class-folder split
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """The image files of a dataset folder, found by name alone (nothing decoded yet)."""
+
+    root: Path
+    layout: Layout
+    class_names: tuple[str, ...]
+    files: tuple[ImageFile, ...]
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    """Readable images split into train and val, with what had to be skipped."""
+
+    root: Path
+    layout: Layout
+    class_names: tuple[str, ...]
+    train: tuple[ImageFile, ...]
+    val: tuple[ImageFile, ...]
+    skipped: int
+    skipped_files: tuple[str, ...]  # relative to root, the first MAX_LISTED_SKIPPED
+    rows: int  # len(DatasetLayout.files): the rows a cache indexed by ImageFile.row needs
+
+    def class_counts(self, split: Split) -> dict[str, int]:
+        """Images per class in one split."""
+        files = self.train if split == "train" else self.val
+        counts = dict.fromkeys(self.class_names, 0)
+        for image in files:
+            counts[self.class_names[image.label]] += 1
+        return counts
+
+
+def load_dataset(
+    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED
+) -> DatasetSplit:
+    """Find, check and split the dataset in root (train/<class>/ + val/<class>/, or <class>/)."""
+    return read_dataset(find_images(root), val_fraction, seed)
+
+
+def find_images(root: Path) -> DatasetLayout:
+    """List a dataset folder's image files by class, in either seed layout."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder '{root}' does not exist or is not a folder")
+    top = _visible_subfolders(root)
+    names = {folder.name.lower(): folder for folder in top}
+    has_train, has_val = TRAIN_DIR in names, VAL_DIR in names
+    if has_train != has_val:
+        present, missing = (TRAIN_DIR, VAL_DIR) if has_train else (VAL_DIR, TRAIN_DIR)
+        raise DatasetError(
+            f"'{root}' has a '{present}' folder but no '{missing}' folder: use "
+            f"{TRAIN_DIR}/<class>/ and {VAL_DIR}/<class>/, or put class folders directly in it"
+        )
+    if has_train:
+        train_classes = _class_folders(names[TRAIN_DIR])
+        val_classes = _class_folders(names[VAL_DIR])
+        if train_classes.keys() != val_classes.keys():
+            only_train = sorted(train_classes.keys() - val_classes.keys())
+            only_val = sorted(val_classes.keys() - train_classes.keys())
+            raise DatasetError(
+                f"'{TRAIN_DIR}' and '{VAL_DIR}' must hold the same class folders; "
+                f"only in {TRAIN_DIR}: {_quoted(only_train)}; "
+                f"only in {VAL_DIR}: {_quoted(only_val)}"
+            )
+        class_names = tuple(sorted(train_classes))
+        per_split: list[tuple[Split | None, dict[str, Path]]] = [
+            ("train", train_classes),
+            ("val", val_classes),
+        ]
+        layout: Layout = "train_val"
+    else:
+        classes = {folder.name: folder for folder in top}
+        class_names = tuple(sorted(classes))
+        per_split = [(None, classes)]
+        layout = "class_folders"
+
+    files: list[ImageFile] = []
+    for split, folders in per_split:
+        for label, name in enumerate(class_names):
+            for path in _image_files(folders[name]):
+                files.append(ImageFile(path, label, len(files), split))
+    if not files:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise DatasetError(
+            f"no images found in class folders under '{root}' (looked for {suffixes}); "
+            "put each class's images in a folder named after the class"
+        )
+    if len(class_names) < 2:
+        raise DatasetError(
+            f"the dataset needs at least 2 class folders, found {len(class_names)}: "
+            f"{_quoted(class_names)}"
+        )
+    return DatasetLayout(root, layout, class_names, tuple(files))
+
+
+def read_dataset(
+    layout: DatasetLayout,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SPLIT_SEED,
+    read_image: ImageReader | None = None,
+    threads: int | None = None,
+) -> DatasetSplit:
+    """Decode every image once (skipping unreadable ones) and split train/val.
+
+    read_image defaults to a cheap decode check; the engine passes one that also fills its
+    image cache, so each file is decoded once in all.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be between 0 and 1, exclusive (got {val_fraction})")
+    reader = read_image or _check_row
+    workers = threads or min(MAX_READ_THREADS, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        readable = list(pool.map(lambda image: _readable(reader, image), layout.files))
+    kept = [image for image, ok in zip(layout.files, readable, strict=True) if ok]
+    skipped = [image for image, ok in zip(layout.files, readable, strict=True) if not ok]
+    if layout.layout == "train_val":
+        train = [image for image in kept if image.split == "train"]
+        val = [image for image in kept if image.split == "val"]
+        _require_every_class(layout, train, skipped, "train")
+        _require_every_class(layout, val, skipped, "val")
+    else:
+        _require_every_class(layout, kept, skipped, None)
+        train, val = _stratified_split(layout, kept, val_fraction, seed)
+    return DatasetSplit(
+        root=layout.root,
+        layout=layout.layout,
+        class_names=layout.class_names,
+        train=tuple(train),
+        val=tuple(val),
+        skipped=len(skipped),
+        skipped_files=tuple(
+            image.path.relative_to(layout.root).as_posix() for image in skipped[:MAX_LISTED_SKIPPED]
+        ),
+        rows=len(layout.files),
+    )
+
+
+def _check_row(_row: int, path: Path) -> None:
+    check_image(path)
+
+
+def _readable(reader: ImageReader, image: ImageFile) -> bool:
+    try:
+        reader(image.row, image.path)
+    # Image plugins raise many kinds of errors on hostile or broken files (OSError,
+    # SyntaxError, struct.error, DecompressionBombError, …); all of them mean "skip it".
+    except Exception:
+        return False
+    return True
+
+
+def _require_every_class(
+    layout: DatasetLayout, images: list[ImageFile], skipped: list[ImageFile], split: Split | None
+) -> None:
+    present = {image.label for image in images}
+    for label, name in enumerate(layout.class_names):
+        if label in present:
+            continue
+        unreadable = sum(1 for image in skipped if image.label == label and image.split == split)
+        detail = f" ({unreadable} could not be read)" if unreadable else ""
+        folder = f"{split}/{name}" if split else name
+        raise DatasetError(f"class folder '{folder}' has no readable images{detail}")
+
+
+def _stratified_split(
+    layout: DatasetLayout, images: list[ImageFile], val_fraction: float, seed: int
+) -> tuple[list[ImageFile], list[ImageFile]]:
+    train: list[ImageFile] = []
+    val: list[ImageFile] = []
+    for label, name in enumerate(layout.class_names):
+        members = [image for image in images if image.label == label]
+        if len(members) < 2:
+            raise DatasetError(
+                f"class folder '{name}' has only 1 readable image; each class needs at least 2 "
+                "(one to train on, one to validate with)"
+            )
+        # A per-class string seed keeps each class's split stable when other classes change.
+        split_random = random.Random(f"{seed}/{name}")  # noqa: S311 (reproducible, not secret)
+        shuffled = split_random.sample(members, len(members))
+        val_count = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
+        val.extend(shuffled[:val_count])
+        train.extend(shuffled[val_count:])
+    return sorted(train, key=_by_row), sorted(val, key=_by_row)
+
+
+def _by_row(image: ImageFile) -> int:
+    return image.row
+
+
+def _is_visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name not in IGNORED_NAMES
+
+
+def _visible_subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _is_visible(p))
+
+
+def _class_folders(folder: Path) -> dict[str, Path]:
+    return {sub.name: sub for sub in _visible_subfolders(folder)}
+
+
+def _image_files(class_folder: Path) -> list[Path]:
+    """Image files anywhere under a class folder, hidden entries pruned, in a stable order."""
+    found: list[Path] = []
+    for current, dirnames, filenames in os.walk(class_folder):
+        dirnames[:] = [d for d in dirnames if _is_visible(Path(d))]
+        for filename in filenames:
+            path = Path(current, filename)
+            if _is_visible(path) and path.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(class_folder).as_posix())
+
+
+def _quoted(names: list[str] | tuple[str, ...]) -> str:
+    return ", ".join(f"'{name}'" for name in names) or "none"

@@ -1,0 +1,72 @@
+"""How pixels reach the model: decoding, the eval view and ImageNet normalisation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+# The smallest draft size asks libjpeg for its cheapest (1/8 scale) decode; it still reads
+# every byte of the entropy-coded data, so a truncated file still fails.
+CHECK_DRAFT_SIZE = (1, 1)
+
+
+def eval_geometry(image_size: int) -> v2.Compose:
+    """Resize the short side to image_size, then center-crop image_size² (Vision's centerCrop)."""
+    return v2.Compose([v2.Resize(image_size), v2.CenterCrop(image_size)])
+
+
+def eval_transform(image_size: int) -> v2.Compose:
+    """Upright RGB PIL image → normalised float tensor (3, image_size, image_size)."""
+    return v2.Compose(
+        [
+            eval_geometry(image_size),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def preprocessing_description(image_size: int) -> dict[str, Any]:
+    """What an exported model expects as input, for the manifest and the export checks."""
+    return {
+        "color_space": "RGB",
+        "exif_orientation_applied": True,
+        "resize_short_side": image_size,
+        "center_crop": [image_size, image_size],
+        "interpolation": "bilinear, antialiased",
+        "scale": 1 / 255,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "layout": "NCHW",
+        "apple_vision_crop_and_scale": "centerCrop",
+    }
+
+
+def open_upright_rgb(path: Path, min_size: int) -> Image.Image:
+    """Decode an image file as upright RGB, letting JPEGs decode at a reduced scale ≥ min_size."""
+    with Image.open(path) as image:
+        # draft() picks the smallest JPEG DCT scale whose both sides stay ≥ min_size, so
+        # a 12 MP photo decodes several times faster and the later resize still downsamples.
+        image.draft("RGB", (min_size, min_size))
+        upright = ImageOps.exif_transpose(image)
+        return upright.convert("RGB")
+
+
+def decode_image(path: Path, image_size: int) -> torch.Tensor:
+    """The eval view of an image file as uint8 (3, image_size, image_size): what the cache holds."""
+    return F.pil_to_tensor(eval_geometry(image_size)(open_upright_rgb(path, image_size)))
+
+
+def check_image(path: Path) -> None:
+    """Raise if the file cannot be decoded to the end (truncated, corrupt, a decompression bomb)."""
+    with Image.open(path) as image:
+        image.draft("RGB", CHECK_DRAFT_SIZE)
+        image.load()
