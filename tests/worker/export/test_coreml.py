@@ -1,0 +1,78 @@
+"""Core ML: the spec read back from the shipped zip has the image input, scale and labels."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import coremltools as ct
+import pytest
+
+from tests.worker.export.conftest import IMAGE_SIZE, LABELS, MODEL_VERSION, ExportRun
+
+
+@pytest.fixture(scope="module")
+def spec(exported: ExportRun, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    folder = tmp_path_factory.mktemp("coreml")
+    with zipfile.ZipFile(exported.out_dir / "model.mlpackage.zip") as archive:
+        assert all(name.startswith("model.mlpackage/") for name in archive.namelist())
+        archive.extractall(folder)
+    return ct.utils.load_spec(str(folder / "model.mlpackage"))
+
+
+def main_ops(spec: Any) -> list[Any]:
+    main = spec.mlProgram.functions["main"]
+    return list(main.block_specializations[main.opset].operations)
+
+
+def test_an_ml_program_for_ios16(spec: Any) -> None:
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert spec.specificationVersion == 7  # iOS 16 / macOS 13
+    assert spec.mlProgram.functions["main"].opset == "CoreML6"
+
+
+def test_the_input_is_an_rgb_image_of_image_size(spec: Any) -> None:
+    (image,) = spec.description.input
+    assert image.name == "image"
+    assert image.type.WhichOneof("Type") == "imageType"
+    assert (image.type.imageType.width, image.type.imageType.height) == (IMAGE_SIZE, IMAGE_SIZE)
+    assert image.type.imageType.colorSpace == image.type.imageType.RGB
+
+
+def test_pixels_are_scaled_by_1_over_255_with_no_bias(spec: Any) -> None:
+    ops = main_ops(spec)
+    consts = {op.outputs[0].name: op for op in ops if op.type == "const"}
+    (scale,) = [
+        op for op in ops if op.type == "mul" and op.inputs["x"].arguments[0].name == "image"
+    ]
+    factor = consts[scale.inputs["y"].arguments[0].name].attributes["val"]
+    assert factor.immediateValue.tensor.floats.values[0] == pytest.approx(1 / 255, abs=1e-9)
+    scaled = scale.outputs[0].name
+    assert not [op for op in ops if op.type == "add" and op.inputs["x"].arguments[0].name == scaled]
+
+
+def test_a_classifier_with_the_labels_in_output_order(spec: Any) -> None:
+    description = spec.description
+    assert description.predictedFeatureName == "classLabel"
+    assert description.predictedProbabilitiesName == "classLabel_probs"
+    assert [o.name for o in description.output] == ["classLabel", "classLabel_probs"]
+    (classify,) = [op for op in main_ops(spec) if op.type == "classify"]
+    values = classify.inputs["classes"].arguments[0].value.immediateValue.list.values
+    assert [v.immediateValue.tensor.strings.values[0] for v in values] == LABELS
+
+
+def test_metadata_names_the_version_and_the_input_contract(spec: Any) -> None:
+    metadata = spec.description.metadata
+    assert metadata.versionString == MODEL_VERSION
+    assert json.loads(metadata.userDefined["labels"]) == LABELS
+    assert metadata.userDefined["image_size"] == str(IMAGE_SIZE)
+    assert "inside" in metadata.userDefined["input"]
+
+
+def test_the_zip_unpacks_to_one_mlpackage_folder(exported: ExportRun) -> None:
+    with zipfile.ZipFile(exported.out_dir / "model.mlpackage.zip") as archive:
+        tops = {Path(name).parts[0] for name in archive.namelist()}
+        assert tops == {"model.mlpackage"}
+        assert "model.mlpackage/Manifest.json" in archive.namelist()

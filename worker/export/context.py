@@ -1,0 +1,71 @@
+"""What every format's exporter and check share: the wrapper, the labels and the reference."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from worker.export.wrapper import ProbabilityClassifier
+from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "probabilities"
+PRODUCER = "AI Trainer"
+
+FileRole = Literal["model", "state_dict"]
+
+
+@dataclass
+class ExportContext:
+    """One export run: the wrapped model, what describes it, and the PyTorch reference output."""
+
+    wrapper: ProbabilityClassifier
+    labels: list[str]
+    image_size: int
+    architecture: str
+    model_version: str
+    check_images: torch.Tensor  # N×3×S×S float32 in [0, 1] on the CPU
+    reference: torch.Tensor  # wrapper(check_images): the probabilities every export must match
+    out_dir: Path
+    # Built once on first use and shared (the TorchScript trace feeds torch, pytorchmobile
+    # and coreml); a failure is not cached, so each format that needs it reports it itself.
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def sample(self, batch: int = 1) -> torch.Tensor:
+        """batch check images (repeated if there are fewer) to trace or export with."""
+        repeats = -(-batch // len(self.check_images))
+        return self.check_images.repeat(repeats, 1, 1, 1)[:batch].clone()
+
+    def string_metadata(self) -> dict[str, str]:
+        """Self-description as string key/values: ONNX metadata_props, Core ML, TorchScript."""
+        size = self.image_size
+        return {
+            "labels": json.dumps(self.labels),
+            "image_size": str(size),
+            "architecture": self.architecture,
+            "model_version": self.model_version,
+            "input": (
+                f"{INPUT_NAME}: float32 NCHW RGB in [0, 1], {size}x{size}; "
+                "ImageNet mean/std normalisation is applied inside the model"
+            ),
+            "output": f"{OUTPUT_NAME}: softmax probabilities in the order of labels",
+            "mean": json.dumps(list(IMAGENET_MEAN)),
+            "std": json.dumps(list(IMAGENET_STD)),
+            "producer": PRODUCER,
+        }
+
+
+@dataclass
+class Exported:
+    """The files one format wrote (model file first) and facts for the manifest."""
+
+    files: list[tuple[Path, FileRole]]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_path(self) -> Path:
+        return self.files[0][0]

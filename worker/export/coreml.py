@@ -1,0 +1,215 @@
+"""coreml: an ML Program .mlpackage with an image input and class labels, zipped for upload.
+
+Core ML cannot run on Linux, so the check reads the spec back from the zip we ship and
+verifies the input (an RGB image at image_size, scaled by 1/255), the outputs, the labels
+in order and that the probabilities come out of a softmax.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from worker.export import torchscript
+from worker.export.checks import spec_check
+from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext, Exported
+from worker.export.manifest import Check
+
+FILE_NAME = "model.mlpackage.zip"
+PACKAGE_NAME = "model.mlpackage"
+# iOS 16 / macOS 13: ML Program spec 7 (opset CoreML6), the floor for VNCoreMLRequest with
+# ML Programs on every iPhone still receiving updates.
+MINIMUM_DEPLOYMENT_TARGET = "iOS16"
+MIN_SPEC_VERSION = 7
+PIXEL_SCALE = 1 / 255
+PIXEL_BIAS = (0.0, 0.0, 0.0)
+LABEL_OUTPUT = "classLabel"
+PROBABILITIES_OUTPUT = "classLabel_probs"
+# Float32 weights and compute: the same numbers as the checked formats. The Neural Engine
+# still computes in float16 on device; apps wanting exact numbers choose .cpuOnly.
+COMPUTE_PRECISION = "float32"
+
+
+def export(ctx: ExportContext) -> Exported:
+    """Convert a trace of the wrapper to out_dir/model.mlpackage.zip."""
+    import coremltools as ct
+
+    size = ctx.image_size
+    # A trace of its own: the converter runs graph passes on the module it is given, and the
+    # shared trace also feeds the torch and pytorchmobile files.
+    module = torchscript.trace(ctx)
+    mlmodel = ct.convert(
+        module,
+        source="pytorch",
+        inputs=[
+            ct.ImageType(
+                name=INPUT_NAME,
+                shape=(1, 3, size, size),
+                scale=PIXEL_SCALE,
+                bias=list(PIXEL_BIAS),
+                color_layout=ct.colorlayout.RGB,
+            )
+        ],
+        # Naming the probabilities keeps the converter from renaming an anonymous tensor.
+        outputs=[ct.TensorType(name=OUTPUT_NAME)],
+        classifier_config=ct.ClassifierConfig(
+            list(ctx.labels),
+            predicted_feature_name=LABEL_OUTPUT,
+            predicted_probabilities_output=None,
+        ),
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
+        compute_precision=ct.precision.FLOAT32,
+        skip_model_load=True,  # no Core ML framework on Linux
+    )
+    mlmodel.author = PRODUCER
+    mlmodel.version = ctx.model_version
+    mlmodel.short_description = (
+        f"{ctx.architecture} image classifier ({len(ctx.labels)} classes), {ctx.model_version}"
+    )
+    mlmodel.input_description[INPUT_NAME] = (
+        f"RGB image, {size}x{size} (resize the short side, then center-crop); "
+        "scaling and ImageNet normalisation happen inside the model"
+    )
+    mlmodel.output_description[LABEL_OUTPUT] = "most probable label"
+    mlmodel.output_description[PROBABILITIES_OUTPUT] = "probability of every label"
+    mlmodel.user_defined_metadata.update(ctx.string_metadata())
+    path = ctx.out_dir / FILE_NAME
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / PACKAGE_NAME
+        mlmodel.save(str(package))
+        _zip_folder(package, path)
+    return Exported(
+        files=[(path, "model")],
+        details={
+            "model_type": "mlprogram",
+            "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
+            "compute_precision": COMPUTE_PRECISION,
+            "input_shape": [1, 3, size, size],
+            "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
+            "outputs": [LABEL_OUTPUT, PROBABILITIES_OUTPUT],
+            "vision_crop_and_scale": "centerCrop",
+            "package": f"{FILE_NAME} holds the folder {PACKAGE_NAME}/ (unzip for Xcode)",
+        },
+    )
+
+
+def check(ctx: ExportContext, exported: Exported) -> Check:
+    """Unzip the shipped file and verify its spec: input, preprocessing, outputs, labels."""
+    import coremltools as ct
+
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(exported.model_path) as archive:
+            _safe_extract(archive, Path(tmp))
+        spec = ct.utils.load_spec(str(Path(tmp) / PACKAGE_NAME))
+    return spec_check("coremltools spec (Core ML does not run on Linux)", *_inspect(ctx, spec))
+
+
+def _inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
+    problems: list[str] = []
+    details: dict[str, Any] = {"specification_version": spec.specificationVersion}
+    if spec.WhichOneof("Type") != "mlProgram":
+        return [f"model type is {spec.WhichOneof('Type')}, not mlProgram"], details
+    if spec.specificationVersion < MIN_SPEC_VERSION:
+        problems.append(f"specification version {spec.specificationVersion} < {MIN_SPEC_VERSION}")
+    description = spec.description
+    inputs = list(description.input)
+    if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type.WhichOneof("Type") != "imageType":
+        problems.append(f"expected one image input named '{INPUT_NAME}'")
+    else:
+        image = inputs[0].type.imageType
+        details["input"] = {"width": image.width, "height": image.height}
+        if (image.width, image.height) != (ctx.image_size, ctx.image_size):
+            problems.append(f"image input is {image.width}x{image.height}, not {ctx.image_size}²")
+        if image.colorSpace != image.RGB:
+            problems.append("image input colour space is not RGB")
+    outputs = [o.name for o in description.output]
+    details["outputs"] = outputs
+    if outputs != [LABEL_OUTPUT, PROBABILITIES_OUTPUT] or (
+        description.predictedFeatureName,
+        description.predictedProbabilitiesName,
+    ) != (LABEL_OUTPUT, PROBABILITIES_OUTPUT):
+        problems.append(f"outputs are {outputs}, not a classifier's label and probabilities")
+    metadata = dict(description.metadata.userDefined)
+    if json.loads(metadata.get("labels", "null")) != ctx.labels:
+        problems.append("user-defined metadata lacks the labels")
+    problems += _program_problems(ctx, spec, details)
+    return problems, details
+
+
+def _program_problems(ctx: ExportContext, spec: Any, details: dict[str, Any]) -> list[str]:
+    """Read the ML Program: pixel scale/bias ops on the input, the classify op and its inputs."""
+    main = spec.mlProgram.functions["main"]
+    details["opset"] = main.opset
+    ops = list(main.block_specializations[main.opset].operations)
+    producers = {out.name: op for op in ops for out in op.outputs}
+    consumers: dict[str, list[Any]] = {}
+    for op in ops:
+        for argument in op.inputs.values():
+            for binding in argument.arguments:
+                if binding.name:
+                    consumers.setdefault(binding.name, []).append(op)
+
+    def value(binding: Any) -> list[Any]:
+        held = producers[binding.name].attributes["val"] if binding.name else binding.value
+        return _immediate(held.immediateValue)
+
+    problems = []
+    scale_ops = [op for op in consumers.get(INPUT_NAME, []) if op.type == "mul"]
+    scale = value(scale_ops[0].inputs["y"].arguments[0]) if scale_ops else None
+    details["scale"] = scale[0] if scale else None
+    if not scale or abs(scale[0] - PIXEL_SCALE) > 1e-7:
+        problems.append(f"image input is not scaled by 1/255 (scale {details['scale']})")
+    bias = [0.0]
+    if scale_ops:
+        added = [op for op in consumers.get(scale_ops[0].outputs[0].name, []) if op.type == "add"]
+        if added:
+            bias = value(added[0].inputs["y"].arguments[0])
+    details["bias"] = bias
+    if any(abs(b) > 1e-7 for b in bias):
+        problems.append(f"image input has bias {bias}, expected none")
+    classify = [op for op in ops if op.type == "classify"]
+    if len(classify) != 1:
+        return [*problems, f"expected one classify op, found {len(classify)}"]
+    classes = [_immediate(v.immediateValue)[0] for v in _list_values(classify[0])]
+    details["labels"] = len(classes)
+    if classes != ctx.labels:
+        problems.append(f"class labels are {classes}, expected {ctx.labels}")
+    source = classify[0].inputs["probabilities"].arguments[0].name
+    details["probabilities_from"] = producers[source].type if source in producers else None
+    if details["probabilities_from"] != "softmax":
+        problems.append("the classifier's probabilities do not come from a softmax")
+    return problems
+
+
+def _list_values(classify: Any) -> list[Any]:
+    return list(classify.inputs["classes"].arguments[0].value.immediateValue.list.values)
+
+
+def _immediate(immediate: Any) -> list[Any]:
+    tensor = immediate.tensor
+    kind = tensor.WhichOneof("value")
+    values = list(getattr(tensor, kind).values) if kind else []
+    return [v.decode() if isinstance(v, bytes) else v for v in values]
+
+
+def _zip_folder(folder: Path, destination: Path) -> None:
+    """Zip folder so that it unzips as folder.name/… (what Xcode opens)."""
+    with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for root, dirs, files in os.walk(folder):
+            dirs.sort()
+            for name in sorted(files):
+                file = Path(root) / name
+                archive.write(file, arcname=str(file.relative_to(folder.parent)))
+
+
+def _safe_extract(archive: zipfile.ZipFile, destination: Path) -> None:
+    for member in archive.namelist():
+        target = (destination / member).resolve()
+        if not target.is_relative_to(destination.resolve()):
+            raise ValueError(f"zip member escapes the folder: {member}")
+    archive.extractall(destination)  # members checked above

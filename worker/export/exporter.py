@@ -1,0 +1,259 @@
+"""export_all: every requested format from one wrapper, each checked, one manifest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.export import coreml, executorch, mobile, onnx, torchscript
+from worker.export.context import ExportContext, Exported, FileRole
+from worker.export.manifest import (
+    Check,
+    ExportedFile,
+    FormatResult,
+    Manifest,
+    input_contract,
+    library_versions,
+    output_contract,
+    sha256_of,
+    utcnow,
+)
+from worker.export.wrapper import wrap
+
+log = logging.getLogger(__name__)
+
+# The API's names ("torch" is TorchScript plus the plain state_dict).
+FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch", "executorch")
+# Long exporter errors (torch.export's are pages) are cut here; the log has the traceback.
+MAX_REASON_CHARS = 600
+
+
+@dataclass(frozen=True)
+class Format:
+    """How one format is written and how its files are checked before upload."""
+
+    export: Callable[[ExportContext], Exported]
+    check: Callable[[ExportContext, Exported], Check]
+
+
+EXPORTERS: dict[str, Format] = {
+    "onnx": Format(onnx.export, onnx.check),
+    "coreml": Format(coreml.export, coreml.check),
+    "pytorchmobile": Format(mobile.export, mobile.check),
+    "torch": Format(torchscript.export, torchscript.check),
+    "executorch": Format(executorch.export, executorch.check),
+}
+assert tuple(EXPORTERS) == FORMATS
+
+
+class ExportFailed(RuntimeError):
+    """Some requested formats failed to export or failed their check.
+
+    Raised after manifest.json and labels.txt are written: out_dir then holds exactly the
+    files that passed (manifest.upload_names()), so they can still be delivered.
+    """
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+        self.failures = dict(manifest.failed)
+        reasons = "; ".join(f"{name}: {why}" for name, why in self.failures.items())
+        super().__init__(f"export failed for {', '.join(self.failures)} ({reasons})")
+
+    def __reduce__(self) -> tuple[type[ExportFailed], tuple[Manifest]]:
+        # Rebuilt from the manifest, so the exception survives a trip between processes.
+        return (ExportFailed, (self.manifest,))
+
+
+def export_all(
+    model: nn.Module,
+    class_names: list[str],
+    image_size: int,
+    architecture: str,
+    formats: list[str],
+    check_images: torch.Tensor,
+    out_dir: Path,
+    metrics: dict[str, Any],
+    model_version: str,
+) -> Manifest:
+    """Export model in every requested format to out_dir, check each, write the manifest.
+
+    model outputs logits for ImageNet-normalised input; every export instead takes RGB in
+    [0, 1] and outputs probabilities. Returns the manifest when every format passed; raises
+    ExportFailed (after writing the manifest for what passed) when any failed, and
+    ValueError, before exporting anything, for arguments that make any export meaningless.
+    """
+    labels = list(class_names)
+    if not formats:
+        raise ValueError(f"formats must name at least one of {', '.join(FORMATS)}")
+    _validate(labels, image_size, check_images, metrics)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wrapper = wrap(model)
+    images = check_images.detach().to("cpu", torch.float32).contiguous()
+    with torch.no_grad():
+        reference = wrapper(images)
+    if reference.shape != (len(images), len(labels)):
+        raise ValueError(
+            f"the model outputs {reference.shape[-1]} classes but class_names has {len(labels)}"
+        )
+    ctx = ExportContext(
+        wrapper=wrapper,
+        labels=labels,
+        image_size=image_size,
+        architecture=architecture,
+        model_version=model_version,
+        check_images=images,
+        reference=reference,
+        out_dir=out_dir,
+    )
+    requested = list(dict.fromkeys(formats))
+    results: dict[str, FormatResult] = {}
+    files: list[ExportedFile] = []
+    for name in requested:
+        results[name], delivered = _export_one(ctx, name)
+        files += [_describe(name, path, role) for path, role in delivered]
+    manifest = Manifest(
+        model_version=model_version,
+        created_at=utcnow(),
+        architecture=architecture,
+        image_size=image_size,
+        labels=labels,
+        num_classes=len(labels),
+        input=input_contract(image_size),
+        output=output_contract(len(labels)),
+        metrics=metrics,
+        requested_formats=requested,
+        formats=results,
+        files=files,
+        failed={name: r.error or "failed" for name, r in results.items() if r.status == "failed"},
+        libraries=library_versions(),
+    )
+    manifest.write(out_dir)
+    if manifest.failed:
+        raise ExportFailed(manifest)
+    return manifest
+
+
+def _export_one(ctx: ExportContext, name: str) -> tuple[FormatResult, list[tuple[Path, FileRole]]]:
+    """Export and check one format: its result and the files it delivers (none on failure)."""
+    if name not in EXPORTERS:
+        why = f"unknown format '{name}' (known: {', '.join(FORMATS)})"
+        log.error("export %s: %s", ctx.model_version, why)
+        return FormatResult(format=name, status="failed", error=why), []
+    started = time.perf_counter()
+    try:
+        exported = EXPORTERS[name].export(ctx)
+    except Exception as error:
+        log.exception("export %s: %s export failed", ctx.model_version, name)
+        _remove(ctx.out_dir, name)
+        failed = FormatResult(
+            format=name,
+            status="failed",
+            export_seconds=round(time.perf_counter() - started, 3),
+            error=f"export failed: {_reason(error)}",
+        )
+        return failed, []
+    seconds = round(time.perf_counter() - started, 3)
+    names = [path.name for path, _ in exported.files]
+    started = time.perf_counter()
+    try:
+        check = EXPORTERS[name].check(ctx, exported)
+    except Exception as error:
+        log.exception("export %s: %s check failed", ctx.model_version, name)
+        check = Check(method="error", passed=False, summary=f"check crashed: {_reason(error)}")
+    check_seconds = round(time.perf_counter() - started, 3)
+    sizes = ", ".join(f"{path.name} {path.stat().st_size} bytes" for path, _ in exported.files)
+    log.info(
+        "export %s: %s in %.1fs (%s); check %s: %s",
+        ctx.model_version,
+        name,
+        seconds,
+        sizes,
+        "passed" if check.passed else "FAILED",
+        check.summary,
+    )
+    if not check.passed:
+        _remove(ctx.out_dir, name, exported)
+    result = FormatResult(
+        format=name,
+        status="passed" if check.passed else "failed",
+        files=names if check.passed else [],
+        export_seconds=seconds,
+        check_seconds=check_seconds,
+        check=check,
+        error=None if check.passed else f"check failed: {check.summary}",
+        details=exported.details,
+    )
+    return result, exported.files if check.passed else []
+
+
+def _describe(name: str, path: Path, role: FileRole) -> ExportedFile:
+    return ExportedFile(
+        format=name,
+        name=path.name,
+        role=role,
+        size_bytes=path.stat().st_size,
+        sha256=sha256_of(path),
+        check_passed=True,
+    )
+
+
+def _remove(out_dir: Path, name: str, exported: Exported | None = None) -> None:
+    """Delete a failed format's files (a half-written one included): nobody may download them."""
+    known = {
+        "onnx": [onnx.FILE_NAME],
+        "coreml": [coreml.FILE_NAME],
+        "pytorchmobile": [mobile.FILE_NAME],
+        "torch": [torchscript.FILE_NAME, torchscript.STATE_DICT_FILE],
+        "executorch": [executorch.FILE_NAME],
+    }
+    paths = {out_dir / file for file in known.get(name, [])}
+    paths |= {path for path, _ in (exported.files if exported else [])}
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _reason(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return first[:MAX_REASON_CHARS]
+
+
+def _validate(
+    labels: list[str], image_size: int, check_images: torch.Tensor, metrics: dict[str, Any]
+) -> None:
+    """Fail fast, naming the argument and the rule, before any export starts."""
+    if len(labels) < 2:
+        raise ValueError(f"class_names must name at least 2 classes (got {len(labels)})")
+    if len(set(labels)) != len(labels):
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        raise ValueError(f"class_names must be unique (repeated: {', '.join(duplicates)})")
+    bad = [label for label in labels if not label.strip() or "\n" in label or "\r" in label]
+    if bad:
+        raise ValueError(f"class_names must be non-blank single lines (got {bad!r})")
+    if image_size < 16:
+        raise ValueError(f"image_size must be at least 16 (got {image_size})")
+    expected = (3, image_size, image_size)
+    if check_images.ndim != 4 or tuple(check_images.shape[1:]) != expected or not len(check_images):
+        raise ValueError(
+            f"check_images must be N×3×{image_size}×{image_size} with N ≥ 1 "
+            f"(got {list(check_images.shape)})"
+        )
+    if not check_images.is_floating_point():
+        raise ValueError(f"check_images must be float in [0, 1] (got {check_images.dtype})")
+    low, high = float(check_images.min()), float(check_images.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"check_images must be in [0, 1], not normalised (got {low:.3g} to {high:.3g})"
+        )
+    try:
+        json.dumps(metrics, allow_nan=True)
+    except TypeError as error:
+        raise ValueError(f"metrics must be JSON-serialisable ({error})") from error

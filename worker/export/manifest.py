@@ -1,0 +1,197 @@
+"""manifest.json and labels.txt: what was exported, how to feed it, and how it was checked."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocessing_description
+
+MANIFEST_FILE = "manifest.json"
+LABELS_FILE = "labels.txt"
+SCHEMA_VERSION = 1
+# Distributions whose versions decide what an export contains; absent ones are recorded as null.
+LIBRARIES = (
+    "torch",
+    "torchvision",
+    "onnx",
+    "onnxscript",
+    "onnxruntime",
+    "coremltools",
+    "executorch",
+)
+# The host-side steps before the model (the eval view training used); pixel scaling and
+# normalisation are left out on purpose: they are inside every exported graph.
+HOST_STEPS = (
+    "color_space",
+    "exif_orientation_applied",
+    "resize_short_side",
+    "center_crop",
+    "interpolation",
+    "apple_vision_crop_and_scale",
+)
+
+
+class Tolerance(BaseModel):
+    """What a runnable export must meet against the PyTorch wrapper on the check images."""
+
+    max_abs_diff: float = Field(description="largest allowed |p_export - p_pytorch|")
+    top1: str = Field(description="the top-1 rule")
+
+
+class Check(BaseModel):
+    """The check run on one format's files before upload."""
+
+    method: str = Field(description="how it was checked, e.g. onnxruntime, coreml_spec")
+    passed: bool
+    summary: str = Field(description="one line for people")
+    images: int | None = None
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = Field(default=None, description="fraction of images")
+    tolerance: Tolerance | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExportedFile(BaseModel):
+    """One file beside manifest.json."""
+
+    format: str
+    name: str
+    role: Literal["model", "state_dict"]
+    size_bytes: int
+    sha256: str
+    check_passed: bool
+
+
+class FormatResult(BaseModel):
+    """One requested format: passed (files delivered) or failed (files removed, reason kept)."""
+
+    format: str
+    status: Literal["passed", "failed"]
+    files: list[str] = Field(default_factory=list, description="the model file first")
+    export_seconds: float | None = None
+    check_seconds: float | None = None
+    check: Check | None = None
+    error: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class InputContract(BaseModel):
+    """What every exported model takes: no caller needs to know mean or std."""
+
+    name: str = "image"
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    shape: list[int | str]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    colour_order: str = "RGB"
+    normalisation_inside: bool = True
+    mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD))
+    host_preprocessing: dict[str, Any] = Field(
+        default_factory=dict, description="steps the app does before the model"
+    )
+    core_ml: str = "image input (RGB pixel buffer, image_size²); scale 1/255 inside the model"
+
+
+class OutputContract(BaseModel):
+    """What every exported model returns."""
+
+    name: str = "probabilities"
+    kind: str = "probabilities"
+    softmax_inside: bool = True
+    shape: list[int | str]
+    order: str = "labels"
+    core_ml: str = "classLabel (string) and classLabel_probs (label → probability)"
+
+
+class Manifest(BaseModel):
+    """manifest.json: labels, contract, metrics, and per-format files with their checks."""
+
+    schema_version: int = SCHEMA_VERSION
+    model_version: str
+    created_at: datetime
+    architecture: str
+    image_size: int
+    labels: list[str]
+    num_classes: int
+    input: InputContract
+    output: OutputContract
+    metrics: dict[str, Any]
+    requested_formats: list[str]
+    formats: dict[str, FormatResult]
+    files: list[ExportedFile]
+    failed: dict[str, str] = Field(default_factory=dict, description="format → why")
+    libraries: dict[str, str | None]
+
+    @property
+    def succeeded(self) -> bool:
+        """Every requested format exported and passed its check."""
+        return not self.failed
+
+    def upload_names(self) -> list[str]:
+        """Every file in the export folder that may be delivered, manifest and labels included."""
+        return [entry.name for entry in self.files] + [LABELS_FILE, MANIFEST_FILE]
+
+    def model_file(self, format: str) -> str | None:
+        """The main file of a format that passed (the one a status URL points at), else None."""
+        result = self.formats.get(format)
+        if result is None or result.status != "passed" or not result.files:
+            return None
+        return result.files[0]
+
+    def write(self, out_dir: Path) -> Path:
+        """Write manifest.json and labels.txt into out_dir; returns the manifest's path."""
+        (out_dir / LABELS_FILE).write_text("".join(f"{label}\n" for label in self.labels))
+        path = out_dir / MANIFEST_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        """Load a manifest.json written by write()."""
+        return cls.model_validate_json(path.read_text())
+
+
+def input_contract(image_size: int, batch: int | str = "batch") -> InputContract:
+    """The shared input contract at image_size."""
+    steps = preprocessing_description(image_size)
+    return InputContract(
+        shape=[batch, 3, image_size, image_size],
+        host_preprocessing={key: steps[key] for key in HOST_STEPS if key in steps},
+    )
+
+
+def output_contract(num_classes: int) -> OutputContract:
+    """The shared output contract for num_classes labels."""
+    return OutputContract(shape=["batch", num_classes])
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict[str, str | None]:
+    """Installed versions of the libraries an export depends on (None where absent)."""
+    versions: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, for created_at."""
+    return datetime.now(UTC)

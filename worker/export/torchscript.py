@@ -1,0 +1,103 @@
+"""torch: the TorchScript wrapper (.pt, labels inside) plus the classifier's plain state_dict."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import warnings
+from collections.abc import Iterator
+
+import torch
+
+from worker.export.checks import parity, with_problems
+from worker.export.context import ExportContext, Exported
+from worker.export.manifest import Check
+
+FILE_NAME = "model.pt"
+STATE_DICT_FILE = "model_state_dict.pt"
+TRACE_KEY = "torchscript_trace"
+EXTRA_LABELS = "labels.txt"
+EXTRA_METADATA = "metadata.json"
+
+
+@contextlib.contextmanager
+def quiet_jit_deprecation() -> Iterator[None]:
+    """Silence torch 2.14's 'TorchScript / Lite Interpreter is deprecated' warnings here only.
+
+    The formats are requested on purpose; docs/exports.md records the deprecation.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*is deprecated.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=r".*is deprecated.*", category=DeprecationWarning)
+        yield
+
+
+def trace(ctx: ExportContext) -> torch.jit.ScriptModule:
+    """A fresh trace of the wrapper on one check image."""
+    # Tracing, not scripting: torchvision classifiers have no data-dependent control flow,
+    # and coremltools converts traced modules. The parity checks catch a model whose trace
+    # froze a branch or a Python value.
+    with torch.no_grad(), quiet_jit_deprecation():
+        module = torch.jit.trace(ctx.wrapper, ctx.sample(1), check_trace=False)
+    assert isinstance(module, torch.jit.ScriptModule)
+    return module
+
+
+def traced(ctx: ExportContext) -> torch.jit.ScriptModule:
+    """The trace shared by the torch and pytorchmobile files, made on first use."""
+    if TRACE_KEY not in ctx.cache:
+        ctx.cache[TRACE_KEY] = trace(ctx)
+    module = ctx.cache[TRACE_KEY]
+    assert isinstance(module, torch.jit.ScriptModule)
+    return module
+
+
+def extra_files(ctx: ExportContext) -> dict[str, str]:
+    """Files stored inside .pt/.ptl archives so they describe themselves."""
+    return {
+        EXTRA_LABELS: "".join(f"{label}\n" for label in ctx.labels),
+        EXTRA_METADATA: json.dumps(ctx.string_metadata()),
+    }
+
+
+def export(ctx: ExportContext) -> Exported:
+    """Write out_dir/model.pt (TorchScript wrapper) and model_state_dict.pt (plain classifier)."""
+    path = ctx.out_dir / FILE_NAME
+    with quiet_jit_deprecation():
+        torch.jit.save(traced(ctx), str(path), _extra_files=extra_files(ctx))
+    state_path = ctx.out_dir / STATE_DICT_FILE
+    # The bare classifier's weights (no wrapper buffers): they load with weights_only=True
+    # into torchvision's get_model(architecture, num_classes=len(labels)).
+    torch.save(ctx.wrapper.classifier.state_dict(), state_path)
+    return Exported(
+        files=[(path, "model"), (state_path, "state_dict")],
+        details={
+            "torchscript": "torch.jit.trace of the wrapper",
+            "input_shape": ["batch", 3, ctx.image_size, ctx.image_size],
+            "state_dict": f"{ctx.architecture} with {len(ctx.labels)} outputs, logits (no wrapper)",
+            "extra_files": sorted(extra_files(ctx)),
+        },
+    )
+
+
+def check(ctx: ExportContext, exported: Exported) -> Check:
+    """Reload both files: the TorchScript matches PyTorch, the state_dict equals the model's."""
+    path, state_path = (p for p, _ in exported.files)
+    extra = dict.fromkeys(extra_files(ctx), "")
+    with quiet_jit_deprecation():
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with torch.no_grad():
+        probabilities = module(ctx.check_images)
+    result = parity("torch.jit.load", ctx.reference, probabilities)
+    problems = []
+    stored = extra[EXTRA_LABELS]  # torch.jit.load fills in bytes, whatever the dict held
+    stored_text = stored.decode() if isinstance(stored, bytes) else stored
+    if stored_text.splitlines() != ctx.labels:
+        problems.append(f"{EXTRA_LABELS} inside {path.name} does not list the labels")
+    loaded = torch.load(state_path, map_location="cpu", weights_only=True)
+    expected = ctx.wrapper.classifier.state_dict()
+    if loaded.keys() != expected.keys() or any(
+        not torch.equal(loaded[key], expected[key]) for key in expected
+    ):
+        problems.append(f"{state_path.name} does not reload to the model's weights")
+    return with_problems(result, problems)
