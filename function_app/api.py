@@ -10,6 +10,7 @@ import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from azure.core.exceptions import AzureError
@@ -36,7 +37,7 @@ from shared.contract import (
 from shared.sealing import seal
 from shared.settings import DEV_API_TOKEN, CommonSettings
 from shared.storage.account import StorageAccount
-from shared.storage.artifacts import ArtifactStore, training_prefix
+from shared.storage.artifacts import training_prefix
 from shared.storage.jobs import JobsTable, StaleRow, TrainingExists, TrainingNotFound
 from shared.storage.queue import JobQueue
 from shared.storage.workers import WorkersTable
@@ -119,7 +120,7 @@ class Services:
         self.jobs = JobsTable(account.table(settings.trainings_table))
         self.queue = JobQueue(account.queue(settings.jobs_queue))
         self.workers = WorkersTable(account.table(settings.workers_table))
-        self.artifacts = ArtifactStore(account.container(settings.models_container))
+        self.artifacts = account.artifacts()
         self.sealing_key = settings.sealing_key_bytes()
 
 
@@ -344,7 +345,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         found = services.jobs.get(profile_id, project_name)
         if found is None:
             raise _not_found(profile_id, project_name)
-        return StatusResponse.from_row(found[0])
+        lifetime = timedelta(seconds=services.settings.sas_lifetime_seconds)
+        return StatusResponse.from_row(
+            found[0], lambda blob: services.artifacts.download_url(blob, lifetime)
+        )
 
     @_routes(
         app,

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import re
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -37,7 +38,7 @@ CLASSIFICATION_ARCHITECTURES: tuple[str, ...] = (
     "efficientnet_b0",
 )
 
-EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch")
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch", "executorch")
 DEFAULT_EXPORT: tuple[str, ...] = ("onnx", "coreml")
 
 DEFAULT_EPOCHS = 10
@@ -291,6 +292,11 @@ class StartTrainingRequest(BaseModel):
                 if getattr(self, name) is None:
                     raise _fail("credentials", f"{name} is required when storage_type is 'aws'")
             self.azure_connection_string = None
+        if self.model_type == "detection":
+            # Refused here, not after an hour of GPU time, until the worker trains detectors.
+            raise _fail(
+                "unsupported", "model_type 'detection' is not supported yet; use 'classification'"
+            )
         if self.model_type == "classification":
             if self.architecture is None:
                 self.architecture = CLASSIFICATION_ARCHITECTURES[0]
@@ -385,7 +391,7 @@ def utcnow() -> datetime:
 
 
 # Row columns that hold a nested model or mapping, stored as JSON text.
-_JSON_COLUMNS = frozenset({"params", "dataset", "exports"})
+_JSON_COLUMNS = frozenset({"params", "dataset", "exports", "files"})
 
 
 class TrainingRow(BaseModel):
@@ -404,10 +410,16 @@ class TrainingRow(BaseModel):
     last_epoch_duration_seconds: float | None = None
     created: datetime = Field(default_factory=utcnow)
     lastupdate: datetime = Field(default_factory=utcnow)
-    attempt: int = 0
-    worker_id: str | None = None
+    attempt: int = Field(default=0, description="failed attempts so far")
+    worker_id: str | None = Field(default=None, description="the worker holding the job")
+    claimed_epoch: int = Field(default=0, description="current_epoch when last claimed")
     cancel_requested: bool = False
-    exports: dict[str, str] = Field(default_factory=dict)
+    events: int = Field(default=0, description="webhook events so far: the next sequence - 1")
+    last_error: str | None = None
+    exports: dict[str, str] = Field(default_factory=dict, description="format → blob name")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="manifest, labels, metrics, plots → blob name"
+    )
 
     @classmethod
     def from_request(cls, request: StartTrainingRequest, webhook_url: str | None) -> TrainingRow:
@@ -482,9 +494,19 @@ class StatusResponse(BaseModel):
     project_name: str
     created: datetime
     parameters: TrainingParams
+    exports: dict[str, str] = Field(
+        default_factory=dict, description="format → download URL (expires; ask again for fresh)"
+    )
+    manifest: str | None = Field(default=None, description="download URL of manifest.json")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="labels, metrics, plots, checkpoint → download URL"
+    )
 
     @classmethod
-    def from_row(cls, row: TrainingRow) -> StatusResponse:
+    def from_row(cls, row: TrainingRow, url: Callable[[str], str] | None = None) -> StatusResponse:
+        """The public view of a row; `url` turns blob names into download URLs."""
+        links = url or (lambda blob: blob)
+        files = {name: links(blob) for name, blob in row.files.items()}
         return cls(
             result=row.state,
             current_epoch=row.current_epoch,
@@ -498,6 +520,9 @@ class StatusResponse(BaseModel):
             project_name=row.project_name,
             created=row.created,
             parameters=row.params,
+            exports={name: links(blob) for name, blob in row.exports.items()},
+            manifest=files.pop("manifest", None),
+            files=files,
         )
 
 

@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     models_container: str = "models"
     sealing_key: SecretStr | None = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
+    sas_lifetime_seconds: int = Field(
+        default=3600, ge=60, description="how long a download URL in a status answer works"
+    )
     worker_fresh_seconds: int = Field(
         default=120, description="a worker whose heartbeat is older counts as offline"
     )

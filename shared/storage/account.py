@@ -11,6 +11,7 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.settings import CommonSettings
+from shared.storage.artifacts import ArtifactStore
 
 
 class StorageAccount:
@@ -57,6 +58,10 @@ class StorageAccount:
 
     def container(self, name: str) -> ContainerClient:
         return self.blobs.get_container_client(name)
+
+    def artifacts(self) -> ArtifactStore:
+        """The models container, able to hand out download URLs."""
+        return ArtifactStore(self.container(self.settings.models_container), self.blobs)
 
     def provision(self) -> None:
         """Create the tables, queues and container the settings name (idempotent)."""

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import (
+    BlobSasPermissions,
+    BlobServiceClient,
+    ContainerClient,
+    UserDelegationKey,
+    generate_blob_sas,
+)
+
+# Clock skew between us and Storage: a SAS starts a little in the past.
+_SAS_SKEW = timedelta(minutes=5)
 
 
 def training_prefix(profile_id: str, project_name: str) -> str:
@@ -12,8 +24,44 @@ def training_prefix(profile_id: str, project_name: str) -> str:
 
 
 class ArtifactStore:
-    def __init__(self, client: ContainerClient) -> None:
+    def __init__(self, client: ContainerClient, service: BlobServiceClient | None = None) -> None:
         self.client = client
+        self.service = service
+        self._delegation: UserDelegationKey | None = None
+        self._delegation_expiry = datetime.min.replace(tzinfo=UTC)
+        self._lock = threading.Lock()
+
+    def download_url(self, blob_name: str, lifetime: timedelta) -> str:
+        """A read-only URL for one blob that expires after `lifetime`.
+
+        With an account key (connection strings, Azurite) the SAS is signed with it; with a
+        token credential (managed identity, where shared keys are off) with a user
+        delegation key, fetched once and reused while it outlives the SAS.
+        """
+        now = datetime.now(UTC)
+        expiry = now + lifetime
+        account_key = getattr(self.client.credential, "account_key", None)
+        delegation = None if account_key else self._delegation_key(now, expiry)
+        sas = blob_sas(
+            self.client.account_name or "",
+            self.client.container_name,
+            blob_name,
+            now,
+            expiry,
+            account_key=account_key,
+            user_delegation_key=delegation,
+        )
+        return f"{self.client.url}/{quote(blob_name)}?{sas}"
+
+    def _delegation_key(self, now: datetime, expiry: datetime) -> UserDelegationKey:
+        with self._lock:
+            if self._delegation is None or self._delegation_expiry < expiry:
+                assert self.service is not None, "a token credential needs the service client"
+                # A key lives at most 7 days; take a day, so one key serves many URLs.
+                key_expiry = max(expiry, now + timedelta(days=1))
+                self._delegation = self.service.get_user_delegation_key(now - _SAS_SKEW, key_expiry)
+                self._delegation_expiry = key_expiry
+            return self._delegation
 
     def upload_file(self, path: Path, blob_name: str) -> None:
         with path.open("rb") as handle:
@@ -38,3 +86,26 @@ class ArtifactStore:
         for name in names:
             self.client.delete_blob(name)
         return len(names)
+
+
+def blob_sas(
+    account_name: str,
+    container: str,
+    blob_name: str,
+    now: datetime,
+    expiry: datetime,
+    *,
+    account_key: str | None = None,
+    user_delegation_key: UserDelegationKey | None = None,
+) -> str:
+    """The query string of a read-only SAS for one blob (HTTPS-only outside loopback)."""
+    return generate_blob_sas(
+        account_name,
+        container,
+        blob_name,
+        account_key=account_key,
+        user_delegation_key=user_delegation_key,
+        permission=BlobSasPermissions(read=True),
+        start=now - _SAS_SKEW,
+        expiry=expiry,
+    )

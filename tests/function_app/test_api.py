@@ -12,7 +12,6 @@ from dev.stack import ApiServer, Azurite, free_port
 from function_app.api import ApiSettings, create_app
 from shared.contract import JobMessage, State
 from shared.storage.account import StorageAccount
-from shared.storage.artifacts import ArtifactStore
 from shared.storage.jobs import JobsTable
 from shared.storage.queue import JobQueue
 from shared.storage.workers import WorkersTable
@@ -190,7 +189,7 @@ def test_delete_of_a_finished_training_removes_row_and_blobs_and_frees_the_name(
     name = body["project_name"]
     client.post("/starttraining/", json=body)
     finish(settings, "alice", name, State.SUCCESS)
-    artifacts = ArtifactStore(StorageAccount(settings).container(settings.models_container))
+    artifacts = StorageAccount(settings).artifacts()
     artifacts.upload_bytes(b"model", f"alice/{name}/model.onnx")
     artifacts.upload_bytes(b"other", f"alice/{name}-2/model.onnx")  # a neighbour: must stay
     response = client.delete(f"/trainings/alice/{name}")

@@ -1,0 +1,273 @@
+"""Broken and hostile inputs end FAILED with a clear message; the worker stays up."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import stat
+import zipfile
+from typing import Any
+
+import httpx
+import pytest
+
+from dev.sample_data import dataset_files
+from dev.stack import Azurite, free_port
+from function_app.api import ApiSettings
+from shared.contract import State
+from shared.storage.account import StorageAccount
+from shared.storage.jobs import JobsTable
+from tests.worker.conftest import S3_KEY_ID, S3_SECRET, upload_azure, wait_for
+from tests.worker.test_pipeline import azure_request, s3_request
+
+
+def zip_with(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for info, data in entries:
+            bundle.writestr(info, data)
+    return buffer.getvalue()
+
+
+def symlink_entry() -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo("good/link.png")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def test_hostile_and_broken_datasets_fail_clearly_and_the_worker_goes_on(
+    client: httpx.Client,
+    azurite: Azurite,
+    dataset_container: Any,
+    s3_bucket: tuple[Any, str],
+    start_worker: Any,
+) -> None:
+    files = dataset_files()
+    container = dataset_container.container_name
+    blobs = {
+        "slip.zip": zip_with([("../../evil.png", b"x"), *files.items()]),
+        "absolute.zip": zip_with([("/etc/evil.png", b"x")]),
+        "link.zip": zip_with([(symlink_entry(), b"/etc/passwd"), *files.items()]),
+        "bomb.zip": zip_with([("bad/bomb.png", b"\0" * (8 << 20))]),
+        "fake.zip": b"this is not a zip archive",
+        "one-class/only/a.png": files["bad/bad_000.png"],
+        "big/bad/huge.png": os.urandom(3 << 20),
+        "good/": b"",
+    }
+    upload_azure(dataset_container, "", {k: v for k, v in blobs.items() if not k.endswith("/")})
+    upload_azure(dataset_container, "good/", files)
+    refused_key = azurite.connection_string.replace("AccountKey=Eby8", "AccountKey=AAAA")
+    unreachable = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=eA==;"
+        f"BlobEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+    cases: list[tuple[dict[str, Any], str]] = [
+        (azure_request(azurite, container, "slip", zipped=True), "points outside the archive"),
+        (azure_request(azurite, container, "absolute", zipped=True), "points outside the archive"),
+        (azure_request(azurite, container, "link", zipped=True), "is a symbolic link"),
+        (azure_request(azurite, container, "bomb", zipped=True), "possible zip bomb"),
+        (azure_request(azurite, container, "fake", zipped=True), "not a valid zip file"),
+        (azure_request(azurite, container, "nothing-here"), "folder 'nothing-here' of container"),
+        (azure_request(azurite, container, "one-class"), "at least 2 class folders"),
+        (azure_request(azurite, container, "big"), "the limit is 2097152"),
+        (
+            azure_request(azurite, "no-such-container", "good", project_name="nocontainer"),
+            "container 'no-such-container' does not exist",
+        ),
+        (
+            azure_request(
+                azurite,
+                container,
+                "good",
+                project_name="badkey",
+                azure_connection_string=refused_key,
+            ),
+            "storage account refused azure_connection_string",
+        ),
+        (
+            azure_request(
+                azurite,
+                container,
+                "good",
+                project_name="unreachable",
+                azure_connection_string=unreachable,
+            ),
+            "could not reach the storage account",
+        ),
+        (s3_request("no-such-bucket", "good"), "bucket 'no-such-bucket' does not exist"),
+        (azure_request(azurite, container, "good"), ""),  # after all that, a good job still runs
+    ]
+    for body, _ in cases:
+        assert client.post("/starttraining/", json=body).status_code == 202, body
+    worker = start_worker(MAX_DATASET_BYTES=2 << 20)
+    for body, expected in cases:
+        status = wait_for(client, "clinic", body["project_name"])
+        if expected:
+            assert status["result"] == "FAILED", (body["project_name"], status)
+            assert expected in status["message"], (body["project_name"], status["message"])
+        else:
+            assert status["result"] == "SUCCESS", (status, worker.text()[-3000:])
+    assert worker.process.poll() is None  # still up
+    log = worker.text()
+    for secret in (refused_key.split("AccountKey=")[1].split(";")[0], S3_SECRET, S3_KEY_ID):
+        assert secret not in log
+    work = [p for p in (worker.log_path.parent / "work").iterdir()]
+    assert work == []  # every job's download was deleted
+
+
+def test_kill_9_during_training_resumes_from_the_checkpoint(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+) -> None:
+    upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
+    body = azure_request(azurite, dataset_container.container_name, "teeth", epochs=6)
+    client.post("/starttraining/", json=body)
+    first = start_worker(LEASE_SECONDS=10)
+    seen: list[dict[str, Any]] = []
+    wait_for(client, "clinic", "teeth", done=lambda s: s["current_epoch"] >= 2, seen=seen)
+    first.process.send_signal(signal.SIGKILL)
+    first.process.wait()
+    killed_at = max(s["current_epoch"] for s in seen)
+    assert killed_at < 6
+    second = start_worker(LEASE_SECONDS=10)
+    status = wait_for(client, "clinic", "teeth", seen=seen)
+    assert status["result"] == "SUCCESS", (status, second.text()[-3000:])
+    order = [s.value for s in State]
+    assert [order.index(s["result"]) for s in seen] == sorted(
+        order.index(s["result"]) for s in seen
+    )
+    assert [s["current_epoch"] for s in seen] == sorted(s["current_epoch"] for s in seen)
+    assert f"resuming from epoch {killed_at}" in second.text() or any(
+        f"resuming from epoch {killed_at}" in s["message"] for s in seen
+    )
+    # The second worker trained only the epochs the first had not finished.
+    assert second.text().count("epoch ") and "epoch 1/6" not in second.text()
+    row, _ = JobsTable(StorageAccount(settings).table(settings.trainings_table)).get(
+        "clinic", "teeth"
+    )  # type: ignore[misc]
+    assert row.attempt == 0  # a lapsed lease of a progressing job is not a failure
+
+
+def test_first_sigterm_pauses_after_the_epoch_and_another_worker_finishes(
+    client: httpx.Client, azurite: Azurite, dataset_container: Any, start_worker: Any
+) -> None:
+    upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
+    body = azure_request(azurite, dataset_container.container_name, "teeth", epochs=5)
+    client.post("/starttraining/", json=body)
+    first = start_worker()
+    wait_for(client, "clinic", "teeth", done=lambda s: s["current_epoch"] >= 1)
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(60) == 0
+    paused = client.get("/statustraining/clinic/teeth").json()
+    assert paused["result"] == "RUNNING"
+    assert "paused after epoch" in paused["message"]
+    assert paused["current_epoch"] < 5
+    start_worker()
+    status = wait_for(client, "clinic", "teeth")
+    assert status["result"] == "SUCCESS" and status["current_epoch"] == 5
+
+
+def test_cancel_stops_a_running_training_and_keeps_its_checkpoint(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+) -> None:
+    upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
+    client.post(
+        "/starttraining/",
+        json=azure_request(azurite, dataset_container.container_name, "teeth", epochs=50),
+    )
+    start_worker()
+    wait_for(client, "clinic", "teeth", done=lambda s: s["current_epoch"] >= 1)
+    assert client.post("/canceltraining/clinic/teeth").status_code == 200
+    status = wait_for(client, "clinic", "teeth", timeout=60)
+    assert status["result"] == "CANCELLED"
+    assert status["current_epoch"] < 50
+    names = [
+        b.name for b in StorageAccount(settings).container(settings.models_container).list_blobs()
+    ]
+    assert "clinic/teeth/checkpoints/checkpoint_last.pt" in names
+
+
+def test_a_job_that_keeps_failing_ends_failed_in_the_poison_queue(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+) -> None:
+    upload_azure(dataset_container, "teeth/", dataset_files())
+    client.post(
+        "/starttraining/", json=azure_request(azurite, dataset_container.container_name, "teeth")
+    )
+    # An infrastructure fault: the models container is missing, so every upload fails.
+    StorageAccount(settings).container(settings.models_container).delete_container()
+    worker = start_worker(MAX_ATTEMPTS=2)
+    status = wait_for(client, "clinic", "teeth")
+    assert status["result"] == "FAILED"
+    assert status["message"].startswith("gave up after 2 failed attempts: ResourceNotFoundError")
+    poison = StorageAccount(settings).queue(settings.poison_queue)
+    assert len(list(poison.peek_messages(max_messages=5))) == 1
+    assert (
+        StorageAccount(settings)
+        .queue(settings.jobs_queue)
+        .get_queue_properties()
+        .approximate_message_count
+        == 0
+    )
+    assert worker.process.poll() is None
+
+
+def test_attempts_of_workers_that_died_without_progress_are_counted(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+) -> None:
+    client.post(
+        "/starttraining/", json=azure_request(azurite, dataset_container.container_name, "teeth")
+    )
+    jobs = JobsTable(StorageAccount(settings).table(settings.trainings_table))
+
+    def died_twice(row: Any) -> None:  # as two crashed workers would have left it
+        row.state, row.worker_id, row.attempt = State.DOWNLOADING, "gone-worker", 2
+
+    jobs.modify("clinic", "teeth", died_twice)
+    start_worker(MAX_ATTEMPTS=3)
+    status = wait_for(client, "clinic", "teeth")
+    assert status["result"] == "FAILED"
+    assert "gave up after 3 failed attempts" in status["message"]
+    assert "gone-worker stopped without progress" in status["message"]
+    poison = StorageAccount(settings).queue(settings.poison_queue)
+    assert len(list(poison.peek_messages(max_messages=5))) == 1
+
+
+@pytest.mark.parametrize("args", [("--once",)])
+def test_once_takes_one_job_and_exits(
+    client: httpx.Client,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+    args: tuple[str, ...],
+) -> None:
+    upload_azure(dataset_container, "teeth/", dataset_files())
+    for name in ("first", "second"):
+        client.post(
+            "/starttraining/",
+            json=azure_request(
+                azurite, dataset_container.container_name, "teeth", project_name=name
+            ),
+        )
+    worker = start_worker(*args)
+    assert worker.process.wait(180) == 0
+    results = [
+        client.get(f"/statustraining/clinic/{n}").json()["result"] for n in ("first", "second")
+    ]
+    assert results == ["SUCCESS", "PENDING"]

@@ -1,0 +1,199 @@
+"""End to end: API → queue → a real worker process → Azurite / S3 → SUCCESS, with webhooks."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import httpx
+import requests
+
+from dev.sample_data import dataset_files, zip_bytes
+from dev.stack import Azurite
+from function_app.api import ApiSettings
+from shared.contract import State
+from shared.storage.account import StorageAccount
+from tests.worker.conftest import (
+    S3_KEY_ID,
+    S3_SECRET,
+    WebhookReceiver,
+    all_storage_text,
+    upload_azure,
+    upload_s3,
+    wait_for,
+)
+from worker.webhooks import SIGNATURE_HEADER, verify
+
+TINY = {
+    "epochs": 2,
+    "image_size": 32,
+    "batch_size": 8,
+    "architecture": "mobilenet_v3_small",
+    "export": ["onnx"],
+}
+EVERY_FORMAT = ["onnx", "coreml", "pytorchmobile", "torch", "executorch"]
+ORDER = [s.value for s in State]
+
+
+def azure_request(azurite: Azurite, container: str, folder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "profile_id": "clinic",
+        "project_name": folder.replace("/", "-").replace(".", "-") or "root",
+        "model_type": "classification",
+        "storage_type": "azure",
+        "container": container,
+        "folder": folder,
+        "zipped": False,
+        "azure_connection_string": azurite.connection_string,
+        **TINY,
+        **extra,
+    }
+
+
+def s3_request(bucket: str, folder: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "profile_id": "clinic",
+        "project_name": f"s3-{folder.replace('/', '-').replace('.', '-')}",
+        "model_type": "classification",
+        "storage_type": "aws",
+        "container": bucket,
+        "folder": folder,
+        "zipped": False,
+        "aws_access_key_id": S3_KEY_ID,
+        "aws_secret_access_key": S3_SECRET,
+        **TINY,
+        **extra,
+    }
+
+
+def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+    webhook: WebhookReceiver,
+) -> None:
+    files = dataset_files()
+    files["good/broken.jpg"] = b"\xff\xd8\xff\xe0 not really a jpeg"  # skipped and counted
+    upload_azure(dataset_container, "teeth/", files)
+    upload_azure(dataset_container, "teeth2/", {"x/not-this.png": b"decoy"})  # `teeth` ≠ `teeth2`
+    body = azure_request(
+        azurite,
+        dataset_container.container_name,
+        "teeth",
+        webhook_url=webhook.url,
+        export=EVERY_FORMAT,
+    )
+
+    began = time.monotonic()
+    assert client.post("/starttraining/", json=body).status_code == 202
+    worker = start_worker()
+    seen: list[dict[str, Any]] = []
+    status = wait_for(client, "clinic", "teeth", seen=seen)
+    elapsed = time.monotonic() - began
+    assert status["result"] == "SUCCESS", (status, worker.text()[-3000:])
+    assert status["current_epoch"] == 2 and status["epochs"] == 2
+    assert status["loss"] > 0 and 0.5 <= status["accuracy"] <= 1
+    assert status["last_epoch_duration_seconds"] > 0
+    assert "1 unreadable image skipped" in status["message"]
+    assert "trained from scratch" in status["message"]
+    print(f"start → SUCCESS {elapsed:.1f} s (worker start included)")
+
+    # The status never moved backwards.
+    states = [ORDER.index(s["result"]) for s in seen]
+    assert states == sorted(states)
+    epochs = [s["current_epoch"] for s in seen]
+    assert epochs == sorted(epochs)
+
+    # Webhooks: every state change and epoch, numbered, in order, correctly signed.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (
+        not webhook.received or webhook.events()[-1]["result"] != "SUCCESS"
+    ):
+        time.sleep(0.1)
+    events = webhook.events()
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    assert [(e["event"], e["result"]) for e in events] == [
+        ("state_changed", "DOWNLOADING"),
+        ("state_changed", "DOWNLOADED"),
+        ("state_changed", "RUNNING"),
+        ("epoch_completed", "RUNNING"),
+        ("epoch_completed", "RUNNING"),
+        ("state_changed", "EXPORTING"),
+        ("state_changed", "SUCCESS"),
+    ]
+    assert [e["current_epoch"] for e in events if e["event"] == "epoch_completed"] == [1, 2]
+    assert len({e["delivery_id"] for e in events}) == len(events)
+    for headers, raw in webhook.received:
+        assert verify(b"dev-webhook-secret", headers[SIGNATURE_HEADER], raw)
+        assert not verify(b"another-secret", headers[SIGNATURE_HEADER], raw)
+
+    # What was delivered, and nothing secret anywhere.
+    models = StorageAccount(settings).container(settings.models_container)
+    names = {blob.name for blob in models.list_blobs()}
+    prefix = "clinic/teeth/"
+    for blob in (
+        "metrics.json",
+        "checkpoints/checkpoint_best.pt",
+        "checkpoints/checkpoint_last.pt",
+    ):
+        assert prefix + blob in names
+
+    # Every format is delivered behind a download URL, byte-identical to what the manifest lists.
+    assert set(status["exports"]) == set(EVERY_FORMAT)
+    manifest = requests.get(status["manifest"], timeout=30).json()
+    assert manifest["labels"] == ["bad", "good"]
+    assert manifest["image_size"] == 32
+    listed = {entry["name"]: entry["sha256"] for entry in manifest["files"]}
+    for url in status["exports"].values():
+        name = url.split("?")[0].rsplit("/", 1)[1]
+        content = requests.get(url, timeout=30).content
+        assert hashlib.sha256(content).hexdigest() == listed[name], name
+    assert all(result["status"] == "passed" for result in manifest["formats"].values())
+    assert requests.get(status["files"]["labels"], timeout=30).text == "bad\ngood\n"
+    stored = all_storage_text(settings)
+    secret_key = azurite.connection_string.split("AccountKey=")[1].split(";")[0]
+    assert azurite.connection_string not in stored
+    assert secret_key not in stored
+    assert secret_key not in worker.text()
+
+
+def test_zipped_azure_and_both_s3_forms_succeed_in_one_worker(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    s3_bucket: tuple[Any, str],
+    start_worker: Any,
+) -> None:
+    s3, bucket = s3_bucket
+    files = dataset_files()
+    upload_azure(dataset_container, "", {"zips/teeth.zip": zip_bytes(files, top="teeth/")})
+    upload_s3(s3, bucket, "photos/", files)
+    upload_s3(
+        s3,
+        bucket,
+        "",
+        {
+            "archive.zip": zip_bytes(
+                {f"train/{k}": v for k, v in files.items()}
+                | {f"val/{k}": v for k, v in files.items()}
+            )
+        },
+    )
+    bodies = [
+        azure_request(azurite, dataset_container.container_name, "zips", zipped=True),
+        s3_request(bucket, "photos", aws_region="eu-west-1"),
+        s3_request(bucket, "archive", zipped=True),
+    ]
+    for body in bodies:
+        assert client.post("/starttraining/", json=body).status_code == 202, body
+    worker = start_worker()
+    for body in bodies:
+        status = wait_for(client, "clinic", body["project_name"])
+        assert status["result"] == "SUCCESS", (body["project_name"], status, worker.text()[-3000:])
+    stored = all_storage_text(settings)
+    assert S3_SECRET not in stored and S3_KEY_ID not in stored
+    assert S3_SECRET not in worker.text()

@@ -1,0 +1,33 @@
+"""`python -m worker [--once]`: the GPU worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from worker.loop import ColdStop, Worker
+from worker.settings import WorkerSettings
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
+    parser.add_argument("--once", action="store_true", help="take at most one job, then exit")
+    args = parser.parse_args()
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    worker = Worker(WorkerSettings())
+    worker.install_signal_handlers()
+    try:
+        worker.run(once=args.once)
+    except ColdStop:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

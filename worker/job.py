@@ -1,0 +1,373 @@
+"""One job's pipeline: download → check → train → export → upload, writing the row at each step.
+
+The row is the source of truth: every write is conditional on its ETag, states only move
+forward, and a write finds out when another worker has taken the job over (LostJob) or the
+training ended elsewhere (cancelled before it started).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from shared.contract import State, StatusResponse, TrainingRow, utcnow
+from shared.storage.artifacts import ArtifactStore, training_prefix
+from shared.storage.jobs import JobsTable
+from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed, export_all
+from worker.ingest.fetch import FetchLimits, fetch, open_source
+from worker.ingest.source import IngestError
+from worker.settings import WorkerSettings
+from worker.training.data import DatasetError, DatasetLayout, find_images
+from worker.training.engine import (
+    CHECKPOINT_LAST,
+    EpochReport,
+    TrainConfig,
+    TrainingCancelled,
+    TrainingInterrupted,
+    TrainResult,
+    load_best,
+    train,
+)
+from worker.training.models import WeightsMissingError
+from worker.training.preprocessing import decode_image
+from worker.webhooks import WebhookSender
+
+log = logging.getLogger("aitrainer.job")
+
+CHECKPOINT_BLOB = "checkpoints/checkpoint_last.pt"
+CHECK_IMAGES = 32  # images each export is compared with PyTorch on
+
+
+class LostJob(Exception):
+    """Another worker holds the job now, or it ended elsewhere: stop touching it."""
+
+
+class Outcome(enum.Enum):
+    FINISHED = "finished"  # the row reached SUCCESS, FAILED or CANCELLED: delete the message
+    PAUSED = "paused"  # warm stop: the row waits for a worker; make the message visible
+    LOST = "lost"  # someone else owns the job: leave the message alone
+    RETRY = "retry"  # a failed attempt with attempts left: the message returns after a delay
+    POISONED = "poisoned"  # the last attempt failed: the message goes to the poison queue
+
+
+class JobFlags:
+    """What the worker's heartbeat learns while the training runs."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop  # warm stop asked (SIGTERM)
+        self.cancelled = False  # the user asked to cancel
+        self.timed_out = False  # past AITRAINER_MAX_WALL_SECONDS
+
+    def interrupt_training(self) -> bool:
+        return self.cancelled or self.timed_out
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+class Job:
+    """Runs one training for the worker that claimed its row."""
+
+    def __init__(
+        self,
+        row: TrainingRow,
+        secrets: dict[str, str],
+        settings: WorkerSettings,
+        jobs: JobsTable,
+        artifacts: ArtifactStore,
+        flags: JobFlags,
+        redact: Callable[[str], str],
+    ) -> None:
+        self.row = row
+        self.secrets = secrets
+        self.settings = settings
+        self.jobs = jobs
+        self.artifacts = artifacts
+        self.flags = flags
+        self.redact = redact
+        self.prefix = training_prefix(row.profile_id, row.project_name)
+        assert settings.webhook_secret is not None  # settings fill it in dev, require it else
+        self.webhooks = WebhookSender(
+            row.webhook_url,
+            settings.webhook_secret.get_secret_value().encode(),
+            allow_private=settings.webhook_allow_private,
+            timeout=settings.webhook_timeout_seconds,
+            retries=settings.webhook_retries,
+        )
+
+    @property
+    def key(self) -> str:
+        return f"{self.row.profile_id}/{self.row.project_name}"
+
+    # -- row writes ---------------------------------------------------------------------
+
+    def update(self, change: Callable[[TrainingRow], None], event: str | None = None) -> None:
+        """Apply `change` to the stored row if this worker still owns it; send the webhook."""
+        worker_id = self.settings.worker_id
+
+        def apply(row: TrainingRow) -> None:
+            if row.worker_id != worker_id or row.state.finished:
+                raise LostJob(self.key)
+            old = row.state
+            change(row)
+            if not old.can_move_to(row.state):
+                raise RuntimeError(f"job {self.key}: {old} → {row.state} moves backwards")
+            row.lastupdate = utcnow()
+            if event:
+                row.events += 1
+            if old != row.state:
+                log.info("job %s: %s → %s", self.key, old.value, row.state.value)
+
+        self.row, _ = self.jobs.modify(self.row.profile_id, self.row.project_name, apply)
+        if event:
+            status = StatusResponse.from_row(self.row).model_dump(mode="json")
+            self.webhooks.send(event, self.row.events, status)
+
+    def advance(self, state: State, message: str) -> None:
+        """Move to `state` (never backwards: a resumed job stays where it was) and say why."""
+
+        def change(row: TrainingRow) -> None:
+            moved = row.state.can_move_to(state) and row.state != state
+            if moved:
+                row.state = state
+            row.message = message
+
+        before = self.row.state
+        self.update(
+            change, "state_changed" if before.can_move_to(state) and before != state else None
+        )
+
+    def finish(self, state: State, message: str) -> Outcome:
+        def change(row: TrainingRow) -> None:
+            row.state = state
+            row.message = message
+            row.worker_id = None
+            if state == State.FAILED:
+                row.last_error = message
+
+        self.update(change, "state_changed")
+        return Outcome.FINISHED
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        """Run to an end state, a pause (warm stop) or the discovery that the job moved on."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix="job-", dir=self.settings.work_dir))
+        try:
+            return self._run(workspace)
+        except LostJob:
+            log.warning("job %s: taken over or ended elsewhere; leaving it", self.key)
+            return Outcome.LOST
+        except (IngestError, DatasetError, WeightsMissingError) as error:
+            text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
+            return self.finish(State.FAILED, text)
+        except torch.cuda.OutOfMemoryError:
+            return self.finish(
+                State.FAILED,
+                f"the GPU ran out of memory at batch_size {self.row.params.batch_size} and "
+                f"image_size {self.row.params.image_size}; try a smaller batch_size or image_size",
+            )
+        finally:
+            # Customers' photos can be health data: nothing outlives the job on local disk.
+            shutil.rmtree(workspace, ignore_errors=True)
+            self.webhooks.close()
+
+    def _run(self, workspace: Path) -> Outcome:
+        self.out_dir = workspace / "out"
+        checkpoint = self._download_checkpoint(workspace)
+        resuming = checkpoint is not None
+        resume_note = f"resuming from epoch {self.row.current_epoch}: " if resuming else ""
+        location = self.row.dataset
+        where = f"{'s3' if location.storage_type == 'aws' else 'azure'}://{location.container}/{location.folder}"
+        self.advance(State.DOWNLOADING, f"{resume_note}downloading the dataset from {where}")
+        limits = FetchLimits(
+            max_bytes=self.settings.max_dataset_bytes,
+            max_files=self.settings.max_images,
+            max_zip_ratio=self.settings.max_zip_ratio,
+            concurrency=self.settings.download_concurrency,
+        )
+        started = time.monotonic()
+        source = open_source(location, self.secrets, limits.concurrency)
+        root, fetched = fetch(source, location.folder, location.zipped, workspace, limits)
+        layout = find_images(root)
+        self.advance(
+            State.DOWNLOADED,
+            f"{resume_note}downloaded {fetched} bytes in {time.monotonic() - started:.1f} s: "
+            f"{_plural(len(layout.files), 'image')} in {_plural(len(layout.class_names), 'class')}"
+            f" ({', '.join(layout.class_names[:10])})",
+        )
+        if self.flags.stop.is_set():
+            return self.pause()
+        params = self.row.params
+        assert params.architecture is not None  # the contract sets the default
+        config = TrainConfig(
+            epochs=params.epochs,
+            learning_rate=params.learning_rate,
+            image_size=params.image_size,
+            batch_size=params.batch_size,
+            step_size=params.step_size,
+            gamma=params.gamma,
+            architecture=params.architecture,
+            pretrained=self.settings.pretrained,
+            weights_dir=self.settings.weights_dir,
+            device=self.settings.device,
+            cache_bytes=self.settings.cache_bytes,
+        )
+        first = self.row.current_epoch + 1
+        self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
+        try:
+            result = train(
+                root,
+                self.out_dir,
+                config,
+                on_epoch=self._epoch_done,
+                resume_from=checkpoint,
+                cancelled=self.flags.interrupt_training,
+                stop_after_epoch=self.flags.stop.is_set,
+            )
+        except TrainingInterrupted:
+            return self.pause()
+        except TrainingCancelled:
+            if self.flags.timed_out:
+                return self.finish(
+                    State.FAILED,
+                    f"the job ran past the wall-time limit of {self.settings.max_wall_seconds} s "
+                    f"(AITRAINER_MAX_WALL_SECONDS) at epoch {self.row.current_epoch}",
+                )
+            return self.finish(
+                State.CANCELLED, f"cancelled during epoch {self.row.current_epoch + 1}"
+            )
+        return self._deliver(result, layout)
+
+    def _download_checkpoint(self, workspace: Path) -> Path | None:
+        blob = self.prefix + CHECKPOINT_BLOB
+        if self.row.current_epoch == 0 or not self.artifacts.exists(blob):
+            return None
+        path = workspace / "resume" / "checkpoint_last.pt"
+        path.parent.mkdir(parents=True)
+        self.artifacts.download_file(blob, path)
+        return path
+
+    def _epoch_done(self, report: EpochReport) -> None:
+        # Upload first: a row that says "epoch k" promises a checkpoint to resume from.
+        self.artifacts.upload_file(self.out_dir / CHECKPOINT_LAST, self.prefix + CHECKPOINT_BLOB)
+
+        def change(row: TrainingRow) -> None:
+            row.current_epoch = report.epoch
+            row.loss = report.train_loss
+            row.accuracy = report.val_accuracy
+            row.last_epoch_duration_seconds = round(report.duration_s, 3)
+            row.message = (
+                f"epoch {report.epoch}/{report.epochs}: loss {report.train_loss:.4f}, "
+                f"validation accuracy {report.val_accuracy:.1%}, "
+                f"{report.images_per_s:.0f} images/s"
+            )
+
+        self.update(change, "epoch_completed")
+
+    def pause(self) -> Outcome:
+        def change(row: TrainingRow) -> None:
+            row.worker_id = None
+            row.message = f"paused after epoch {row.current_epoch} (worker stopping); will resume"
+
+        self.update(change)
+        return Outcome.PAUSED
+
+    def _deliver(self, result: TrainResult, layout: DatasetLayout) -> Outcome:
+        formats = self.row.params.export
+        self.advance(State.EXPORTING, f"exporting {', '.join(formats)} and checking each")
+        model, class_names, config = load_best(result.checkpoint_best)
+        export_dir = self.out_dir / "export"
+        export_dir.mkdir()
+        failure = None
+        try:
+            manifest = export_all(
+                model,
+                list(class_names),
+                self.row.params.image_size,
+                config.architecture,
+                formats,
+                check_images(layout, self.row.params.image_size),
+                export_dir,
+                metrics=report_summary(result),
+                model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
+            )
+        except ExportFailed as error:
+            manifest, failure = error.manifest, str(error)
+        # Upload what exists even after a failure: the formats that passed stay downloadable.
+        for file_name in manifest.upload_names():
+            self.artifacts.upload_file(export_dir / file_name, self.prefix + file_name)
+        extras = {
+            "metrics": (result.metrics_path, "metrics.json"),
+            "curves": (result.curves_plot, "plots/curves.png"),
+            "confusion_matrix": (result.confusion_plot, "plots/confusion_matrix.png"),
+            "checkpoint": (result.checkpoint_best, "checkpoints/checkpoint_best.pt"),
+        }
+        for path, blob in extras.values():
+            self.artifacts.upload_file(path, self.prefix + blob)
+        exports = {fmt: self.prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
+        files = {"manifest": MANIFEST_FILE, "labels": LABELS_FILE}
+        files |= {key: blob for key, (_, blob) in extras.items()}
+
+        def change(row: TrainingRow) -> None:
+            row.exports = exports
+            row.files = {key: self.prefix + blob for key, blob in files.items()}
+            row.accuracy = result.best_val_accuracy  # the delivered model is the best epoch's
+
+        self.update(change)
+        if failure:
+            return self.finish(State.FAILED, f"{failure}; the other files can be downloaded")
+        notes = [
+            f"best validation accuracy {result.best_val_accuracy:.1%} at epoch {result.best_epoch}",
+            f"exported {', '.join(formats)}, each checked against the PyTorch model",
+        ]
+        if result.skipped:
+            notes.append(f"{_plural(result.skipped, 'unreadable image')} skipped")
+        if not result.pretrained:
+            notes.append("trained from scratch (no ImageNet weights in the cache)")
+        return self.finish(
+            State.SUCCESS, f"trained {self.row.params.epochs} epochs; " + "; ".join(notes)
+        )
+
+
+def report_summary(result: TrainResult) -> dict[str, Any]:
+    """The metrics the manifest carries: best epoch, accuracy and per-class figures."""
+    return {
+        "best_epoch": result.best_epoch,
+        "best_val_accuracy": result.best_val_accuracy,
+        "train_images": result.train_images,
+        "val_images": result.val_images,
+        "skipped_images": result.skipped,
+        "pretrained": result.pretrained,
+        "report": asdict(result.report),
+    }
+
+
+def check_images(layout: DatasetLayout, image_size: int) -> torch.Tensor:
+    """Up to CHECK_IMAGES readable images in [0, 1], validation ones first, every class."""
+    files = sorted(layout.files, key=lambda image: (image.split != "val", image.row))
+    per_class = max(1, CHECK_IMAGES // len(layout.class_names))
+    chosen: list[torch.Tensor] = []
+    taken: dict[int, int] = {}
+    for image in files:
+        if taken.get(image.label, 0) >= per_class:
+            continue
+        try:
+            chosen.append(decode_image(image.path, image_size))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            continue  # unreadable: the engine skipped it too
+        taken[image.label] = taken.get(image.label, 0) + 1
+    return torch.stack(chosen).float() / 255

@@ -1,0 +1,56 @@
+"""The worker's settings (`AITRAINER_*`), on top of what it shares with the API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+
+from shared.settings import DEV_WEBHOOK_SECRET, CommonSettings
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class WorkerSettings(CommonSettings):
+    """Queue polling, leases, retries, limits, weights and webhooks."""
+
+    worker_id: str = Field(default_factory=_default_worker_id)
+    poll_min_seconds: float = 1.0
+    # Storage queues cannot long-poll: an idle worker polls, backing off up to this.
+    poll_max_seconds: float = 5.0
+    lease_seconds: int = Field(default=300, ge=10)
+    heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="renews the lease, refreshes the worker row, reads cancel"
+    )
+    max_attempts: int = Field(default=3, ge=1)
+    retry_delay_seconds: int = Field(default=60, ge=0, description="before a failed job retries")
+    pretrained: Literal["fail", "scratch"] = "fail"
+    weights_dir: Path | None = None
+    work_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_timeout_seconds: float = 10.0
+    webhook_retries: int = 3
+    max_dataset_bytes: int = 20 * 2**30
+    max_images: int = 1_000_000
+    max_wall_seconds: int = 24 * 3600
+    max_zip_ratio: float = Field(default=200.0, description="uncompressed/compressed per entry")
+    download_concurrency: int = 16
+    cache_bytes: int = 8 * 2**30
+    device: str | None = Field(default=None, description="cuda or cpu; default: cuda if present")
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> WorkerSettings:
+        if self.webhook_secret is None:
+            if self.env != "dev":
+                raise ValueError("AITRAINER_WEBHOOK_SECRET must be set outside dev")
+            self.webhook_secret = SecretStr(DEV_WEBHOOK_SECRET)
+        elif self.env != "dev" and self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
+            raise ValueError("AITRAINER_WEBHOOK_SECRET is the published dev secret")
+        return self
