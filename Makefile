@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint dev bench clean
+.PHONY: setup test lint dev demo bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -27,8 +27,11 @@ lint: setup
 dev: setup
 	$(BIN)/python -m dev
 
+demo: setup
+	$(BIN)/python -m dev.demo
+
 bench: setup
 	$(BIN)/python bench/api_latency.py
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache demo-output
