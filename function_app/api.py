@@ -158,6 +158,17 @@ def _require_identifiers(grant: Grant, profile_id: str, project_name: str | None
         raise _not_found(profile_id, project_name)
 
 
+def _find(
+    services: Services, grant: Grant, profile_id: str, project_name: str
+) -> tuple[TrainingRow, str]:
+    """The training's row and ETag, or the 400/404 a caller gets instead."""
+    _require_identifiers(grant, profile_id, project_name)
+    found = services.jobs.get(profile_id, project_name)
+    if found is None:
+        raise _not_found(profile_id, project_name)
+    return found
+
+
 def _not_found(profile_id: str, project_name: str | None) -> ApiError:
     if project_name is None:
         return ApiError(404, f"no trainings for profile '{profile_id}'")
@@ -341,13 +352,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         profile_id: str, project_name: str, services: ServicesDep, grant: GrantDep
     ) -> StatusResponse:
         """A training's state and progress."""
-        _require_identifiers(grant, profile_id, project_name)
-        found = services.jobs.get(profile_id, project_name)
-        if found is None:
-            raise _not_found(profile_id, project_name)
+        row, _ = _find(services, grant, profile_id, project_name)
         lifetime = timedelta(seconds=services.settings.sas_lifetime_seconds)
         return StatusResponse.from_row(
-            found[0], lambda blob: services.artifacts.download_url(blob, lifetime)
+            row, lambda blob: services.artifacts.download_url(blob, lifetime)
         )
 
     @_routes(
@@ -387,11 +395,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         profile_id: str, project_name: str, services: ServicesDep, grant: GrantDep
     ) -> ErrorResponse:
         """Remove a finished training and its files, so its name can be used again."""
-        _require_identifiers(grant, profile_id, project_name)
-        found = services.jobs.get(profile_id, project_name)
-        if found is None:
-            raise _not_found(profile_id, project_name)
-        row, etag = found
+        row, etag = _find(services, grant, profile_id, project_name)
         if not row.state.finished:
             raise ApiError(
                 409,

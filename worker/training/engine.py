@@ -20,7 +20,18 @@ from torch.nn import functional as F
 from torch.optim import SGD
 from torch.optim.lr_scheduler import StepLR
 
-from shared.contract import CLASSIFICATION_ARCHITECTURES
+# The seed's defaults and the smallest image size (every classifier here downsamples by 32)
+# live in the contract, so the API, the engine and the docs cannot disagree.
+from shared.contract import (
+    CLASSIFICATION_ARCHITECTURES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_GAMMA,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_STEP_SIZE,
+    MIN_IMAGE_SIZE,
+)
 from worker.training.augment import BatchTransforms
 from worker.training.batches import (
     BatchPair,
@@ -69,19 +80,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_EPOCHS = 10
-DEFAULT_LEARNING_RATE = 0.01
-DEFAULT_IMAGE_SIZE = 224
-DEFAULT_BATCH_SIZE = 36
-DEFAULT_STEP_SIZE = 10
-DEFAULT_GAMMA = 0.1
 DEFAULT_SEED = 0
 DEFAULT_CACHE_BYTES = 8 * 2**30
 MOMENTUM = 0.9
 # Evaluation keeps no activations for backward, so it can take bigger batches.
 EVAL_BATCH_FACTOR = 2
-# Every classifier here downsamples by 32; smaller inputs leave no spatial extent.
-MIN_IMAGE_SIZE = 32
 MAX_AUTO_WORKERS = 16
 # Offsets the augmentation stream from the shuffle stream that shares the run's seed.
 AUGMENT_SEED_OFFSET = 1
