@@ -1,0 +1,1 @@
+"""`aitrainer`: train a phone-ready image classifier from a local folder with one command."""

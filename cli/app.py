@@ -1,0 +1,544 @@
+"""The `aitrainer` commands: train, status, list, download, cancel, delete, check.
+
+Output goes to stdout; a failure is one `error: …` line on stderr and a non-zero exit
+(1 an error, 2 a usage error, 3 a training that ended FAILED or CANCELLED, 130 Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+
+from cli import config
+from cli.client import ApiClient
+from cli.download import Downloaded, download
+from cli.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_TRAINING_FAILED,
+    EXIT_USAGE,
+    CliError,
+    Interrupted,
+    command,
+    keep_secret,
+    one_line,
+)
+from cli.progress import figures, follow
+from cli.upload import LocalDataset, UploadedDataset, scan, upload
+from shared.contract import (
+    CLASSIFICATION_ARCHITECTURES,
+    EXPORT_FORMATS,
+    StartTrainingRequest,
+    State,
+    StatusResponse,
+    describe_validation_error,
+)
+
+ENV_DEBUG = "AITRAINER_CLI_DEBUG"
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def _console() -> Console:
+    # soft_wrap: a long line stays one line in logs and pipes instead of wrapping at 80.
+    return Console(highlight=False, soft_wrap=True)
+
+
+def _say(console: Console, text: str) -> None:
+    """Print text that may hold user or server strings (never read as rich markup)."""
+    console.print(text, markup=False)
+
+
+def api_options(function: Command) -> Command:
+    """--api-url and --token, accepted by every command that talks to the API."""
+    function = click.option(
+        "--token",
+        envvar=config.ENV_TOKEN,
+        show_envvar=True,
+        help="API token (sent as `Authorization: Bearer …`; never printed).",
+    )(function)
+    function = click.option(
+        "--api-url",
+        envvar=config.ENV_API_URL,
+        show_envvar=True,
+        default=config.DEFAULT_API_URL,
+        show_default=True,
+        help="The AI Trainer API.",
+    )(function)
+    return function
+
+
+def _client(api_url: str, token: str | None) -> ApiClient:
+    keep_secret(token)
+    return ApiClient(config.ApiConfig.build(api_url, token))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("aitrainer")
+    except metadata.PackageNotFoundError:  # run from a checkout: `python -m cli`
+        return "from source"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=_version(), prog_name="aitrainer")
+def cli() -> None:
+    """Train phone-ready image classifiers with AI Trainer from the command line."""
+
+
+# train ------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--project", required=True, help="Project name: unique per profile.")
+@click.option(
+    "--profile",
+    envvar=config.ENV_PROFILE,
+    show_envvar=True,
+    default=config.DEFAULT_PROFILE,
+    show_default=True,
+    help="Profile id the training belongs to.",
+)
+@click.option("--epochs", type=int, help="2–99 (server default 10).")
+@click.option("--learning-rate", type=float, help="In (0, 1] (server default 0.01).")
+@click.option("--image-size", type=int, help="32–768 pixels (server default 224).")
+@click.option("--batch-size", type=int, help="1 to the server's limit (default 36).")
+@click.option("--step-size", type=int, help="Epochs between learning-rate decays (default 10).")
+@click.option("--gamma", type=float, help="Learning-rate decay factor in (0, 1] (default 0.1).")
+@click.option(
+    "--export",
+    "exports",
+    multiple=True,
+    metavar="FORMAT",
+    help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default onnx, coreml).",
+)
+@click.option(
+    "--architecture", help=f"One of {', '.join(CLASSIFICATION_ARCHITECTURES)} (default first)."
+)
+@click.option("--webhook-url", help="Where the worker POSTs progress events.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to download the model files (default ./PROJECT).",
+)
+@click.option("--detach", is_flag=True, help="Start the training and exit without following it.")
+@click.option(
+    "--storage",
+    type=click.Choice(["azure", "aws"]),
+    help="Where to upload the dataset (default: whichever credentials are set).",
+)
+@click.option(
+    "--container",
+    envvar=config.ENV_CONTAINER,
+    show_envvar=True,
+    help=f"Azure container (default '{config.DEFAULT_AZURE_CONTAINER}') or S3 bucket.",
+)
+@click.option(
+    "--storage-connection-string",
+    envvar=config.ENV_STORAGE_CONNECTION_STRING,
+    show_envvar=True,
+    help="Azure Storage connection string for the dataset upload.",
+)
+@click.option("--aws-access-key-id", envvar=config.ENV_AWS_ACCESS_KEY_ID, show_envvar=True)
+@click.option("--aws-secret-access-key", envvar=config.ENV_AWS_SECRET_ACCESS_KEY, show_envvar=True)
+@click.option("--aws-session-token", envvar=config.ENV_AWS_SESSION_TOKEN, show_envvar=True)
+@click.option("--aws-region", envvar=config.ENV_AWS_REGION, show_envvar=True)
+@click.option(
+    "--s3-endpoint-url",
+    envvar=config.ENV_S3_ENDPOINT_URL,
+    show_envvar=True,
+    help="An S3-compatible endpoint for the upload (the workers need the same).",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=config.DEFAULT_POLL_SECONDS,
+    hidden=True,
+)
+@api_options
+def train(
+    dataset: Path,
+    project: str,
+    profile: str,
+    epochs: int | None,
+    learning_rate: float | None,
+    image_size: int | None,
+    batch_size: int | None,
+    step_size: int | None,
+    gamma: float | None,
+    exports: tuple[str, ...],
+    architecture: str | None,
+    webhook_url: str | None,
+    out: Path | None,
+    detach: bool,
+    storage: str | None,
+    container: str | None,
+    storage_connection_string: str | None,
+    aws_access_key_id: str | None,
+    aws_secret_access_key: str | None,
+    aws_session_token: str | None,
+    aws_region: str | None,
+    s3_endpoint_url: str | None,
+    poll_interval: float,
+    api_url: str,
+    token: str | None,
+) -> None:
+    """Upload DATASET (a folder of class folders, or a .zip), train on it, download the model.
+
+    The dataset goes to the configured storage under <profile>/<project>; the model files
+    go to ./PROJECT (or --out) when the training succeeds.
+    """
+    keep_secret(storage_connection_string, aws_secret_access_key, aws_session_token)
+    console = _console()
+    local = scan(dataset)
+    where = config.StorageConfig.build(
+        storage,
+        container,
+        storage_connection_string,
+        aws_access_key_id,
+        aws_secret_access_key,
+        aws_session_token,
+        aws_region,
+        s3_endpoint_url,
+    )
+    params: dict[str, Any] = {
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "step_size": step_size,
+        "gamma": gamma,
+        "architecture": architecture,
+        "webhook_url": webhook_url,
+        "export": [name.strip() for item in exports for name in item.split(",") if name.strip()]
+        or None,
+    }
+    body: dict[str, Any] = {
+        "profile_id": profile,
+        "project_name": project,
+        "model_type": "classification",
+        **{name: value for name, value in params.items() if value is not None},
+    }
+    _validate_locally(body, where)
+    with _client(api_url, token) as client:
+        _preflight(client, console, profile, project)
+        uploaded = _upload(console, local, where, f"{profile}/{project}")
+        answer = client.start(body | uploaded.fields)
+        _say(console, f"started {profile}/{project}: {answer.message}")
+        follow_command = command("status", profile, project, "--follow")
+        if detach:
+            _say(console, f"follow it with: {follow_command}")
+            return
+        try:
+            final = follow(client, profile, project, console, poll_interval)
+        except KeyboardInterrupt:
+            raise Interrupted(
+                f"stopped following {profile}/{project}; the training continues on the "
+                f"server. Follow it again with: {follow_command}"
+            ) from None
+        _finish(console, final, out or Path(project))
+
+
+def _validate_locally(body: dict[str, Any], where: config.StorageConfig) -> None:
+    """Refuse what the API would refuse before uploading anything; same rules, same words.
+
+    The batch-size limit and webhook policy are the server's settings: it checks those.
+    """
+    probe = body | {
+        "storage_type": where.kind,
+        "container": where.container,
+        "folder": "dataset",
+        "zipped": False,
+        "azure_connection_string": "probe",
+        "aws_access_key_id": "probe",
+        "aws_secret_access_key": "probe",
+    }
+    try:
+        StartTrainingRequest.model_validate(
+            probe, context={"max_batch_size": sys.maxsize, "allow_private_webhooks": True}
+        )
+    except ValidationError as error:
+        raise CliError(describe_validation_error(error)) from None
+
+
+def _preflight(client: ApiClient, console: Console, profile: str, project: str) -> None:
+    """Before uploading: the API answers, takes the token, and the name is free."""
+    health = client.check()
+    if health.result != "Ok":
+        _say(
+            console, f"note: {health.message}; the training waits in the queue until a worker runs"
+        )
+    existing = client.find(profile, project)
+    if existing is not None:
+        # Checked before the upload: it would overwrite the dataset that training uses.
+        raise CliError(
+            f"a training named '{project}' already exists for profile '{profile}' "
+            f"({existing.result.value}); choose another --project, or remove the finished one "
+            f"with: {command('delete', profile, project)}"
+        )
+
+
+def _upload(
+    console: Console, local: LocalDataset, where: config.StorageConfig, prefix: str
+) -> UploadedDataset:
+    size = local.total_bytes
+    scheme = "azure" if where.kind == "azure" else "s3"
+    count = f"{len(local.files)} file{'s' if len(local.files) != 1 else ''}"
+    what = "the zip" if local.zipped else count
+    _say(
+        console,
+        f"uploading {what} ({_size(size)}) from {local.path} to {scheme}://{where.container}/"
+        f"{prefix}",
+    )
+    bar = Progress(
+        TextColumn("uploading"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    began = time.monotonic()
+    with bar:
+        task = bar.add_task("upload", total=size)
+        try:
+            uploaded = upload(local, where, prefix, lambda sent: bar.advance(task, sent))
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted during the upload; no training was started") from None
+    _say(console, f"uploaded in {time.monotonic() - began:.1f} s")
+    return uploaded
+
+
+def _finish(console: Console, final: StatusResponse, out: Path) -> None:
+    key = f"{final.profile_id}/{final.project_name}"
+    if final.result != State.SUCCESS:
+        raise CliError(
+            f"training {key} ended {final.result.value}: {final.message}",
+            EXIT_TRAINING_FAILED,
+        )
+    got = _download(console, final, out)
+    _report(console, final, got)
+
+
+def _download(console: Console, status: StatusResponse, out: Path) -> Downloaded:
+    try:
+        return download(status, out, console)
+    except KeyboardInterrupt:
+        again = command("download", status.profile_id, status.project_name)
+        raise Interrupted(f"download interrupted; run `{again}` to fetch the files") from None
+
+
+def _report(console: Console, status: StatusResponse, got: Downloaded) -> None:
+    metrics = (got.manifest or {}).get("metrics", {})
+    best = metrics.get("best_epoch")
+    if status.accuracy is not None:
+        at = f" (best epoch {best} of {status.epochs})" if best else ""
+        _say(console, f"validation accuracy: {status.accuracy:.1%}{at}")
+    checked = " (sha256 checked against manifest.json)" if got.manifest else ""
+    _say(console, f"downloaded {len(got.files)} files to {got.out_dir}{checked}:")
+    formats = {name: fmt for fmt, name in got.model_files().items()}
+    for name in got.files:
+        size = _size((got.out_dir / name).stat().st_size)
+        label = f"  {formats[name]} model" if name in formats else ""
+        _say(console, f"  {name:<32} {size:>9}{label}")
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+# status, list, download, cancel, delete, check -------------------------------------------
+
+
+@cli.command()
+@click.argument("profile")
+@click.argument("project")
+@click.option("--follow", "-f", "keep_following", is_flag=True, help="Follow until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.1),
+    default=config.DEFAULT_POLL_SECONDS,
+    hidden=True,
+)
+@api_options
+def status(
+    profile: str,
+    project: str,
+    keep_following: bool,
+    as_json: bool,
+    poll_interval: float,
+    api_url: str,
+    token: str | None,
+) -> None:
+    """Show a training's state and progress (--follow: until it ends)."""
+    console = _console()
+    with _client(api_url, token) as client:
+        if keep_following:
+            try:
+                answer = follow(client, profile, project, console, poll_interval)
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"stopped following {profile}/{project}; the training continues"
+                ) from None
+        else:
+            answer = client.status(profile, project)
+    if as_json:
+        click.echo(answer.model_dump_json(indent=2))
+    else:
+        _show_status(console, answer)
+    if keep_following and answer.result != State.SUCCESS:
+        raise CliError(
+            f"training {profile}/{project} ended {answer.result.value}: {answer.message}",
+            EXIT_TRAINING_FAILED,
+        )
+
+
+def _show_status(console: Console, answer: StatusResponse) -> None:
+    p = answer.parameters
+    _say(console, f"{answer.profile_id}/{answer.project_name}: {answer.result.value}")
+    _say(console, f"  {figures(answer)}")
+    _say(console, f"  message: {answer.message}")
+    _say(
+        console,
+        f"  created {answer.created:%Y-%m-%d %H:%M:%S} UTC, "
+        f"last update {answer.lastupdate:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    _say(
+        console,
+        f"  {p.architecture}, {p.epochs} epochs, image size {p.image_size}, batch size "
+        f"{p.batch_size}, learning rate {p.learning_rate:g} (×{p.gamma:g} every {p.step_size} "
+        f"epochs), export {', '.join(p.export)}",
+    )
+    if answer.exports:
+        fetch = command("download", answer.profile_id, answer.project_name)
+        _say(console, f"  exports: {', '.join(answer.exports)}; download with: {fetch}")
+
+
+@cli.command(name="list")
+@click.argument("profile")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@api_options
+def list_trainings(profile: str, as_json: bool, api_url: str, token: str | None) -> None:
+    """List a profile's trainings, newest first."""
+    with _client(api_url, token) as client:
+        answer = client.trainings(profile)
+    if as_json:
+        click.echo(answer.model_dump_json(indent=2))
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("project", "state", "created (UTC)", "last update (UTC)"):
+        table.add_column(column, no_wrap=True)
+    for item in answer.trainings:
+        table.add_row(
+            item.project_name,
+            item.result.value,
+            f"{item.created:%Y-%m-%d %H:%M}",
+            f"{item.lastupdate:%Y-%m-%d %H:%M}",
+        )
+    _console().print(table)
+
+
+@cli.command(name="download")
+@click.argument("profile")
+@click.argument("project")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Where to put the files (default ./PROJECT).",
+)
+@api_options
+def download_command(
+    profile: str, project: str, out: Path | None, api_url: str, token: str | None
+) -> None:
+    """Download a training's model files, manifest, labels, metrics and plots."""
+    console = _console()
+    with _client(api_url, token) as client:
+        answer = client.status(profile, project)
+    if not answer.result.finished:
+        raise CliError(
+            f"training {profile}/{project} is {answer.result.value}; nothing to download until "
+            f"it ends (follow it with: {command('status', profile, project, '--follow')})"
+        )
+    if answer.result != State.SUCCESS:
+        _say(console, f"note: the training ended {answer.result.value}: {answer.message}")
+    got = _download(console, answer, out or Path(project))
+    _report(console, answer, got)
+
+
+@cli.command()
+@click.argument("profile")
+@click.argument("project")
+@api_options
+def cancel(profile: str, project: str, api_url: str, token: str | None) -> None:
+    """Cancel a training: a queued one ends at once, a running one at its next batch."""
+    with _client(api_url, token) as client:
+        answer = client.cancel(profile, project)
+    _say(_console(), f"{profile}/{project}: {answer.result.value} — {answer.message}")
+
+
+@cli.command()
+@click.argument("profile")
+@click.argument("project")
+@api_options
+def delete(profile: str, project: str, api_url: str, token: str | None) -> None:
+    """Delete a finished training and its files, so the project name can be used again."""
+    with _client(api_url, token) as client:
+        message = client.delete(profile, project)
+    _say(_console(), message)
+
+
+@cli.command()
+@api_options
+def check(api_url: str, token: str | None) -> None:
+    """Check that the API, its storage and at least one worker are up (GET /checkserver/)."""
+    with _client(api_url, token) as client:
+        answer = client.check()
+    if answer.result != "Ok":
+        raise CliError(f"the API at {client.config.url} is up but not ready: {answer.message}")
+    _say(_console(), f"Ok: {answer.message} ({client.config.url})")
+
+
+# entry point ------------------------------------------------------------------------------
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the CLI; every failure ends as one line on stderr and an exit code."""
+    try:
+        code = cli.main(args=args, prog_name="aitrainer", standalone_mode=False)
+    except CliError as error:
+        click.echo(error.line(), err=True)
+        sys.exit(error.exit_code)
+    except click.UsageError as error:
+        hint = f" (see: {error.ctx.command_path} --help)" if error.ctx else ""
+        click.echo(f"error: {one_line(error.format_message())}{hint}", err=True)
+        sys.exit(EXIT_USAGE)
+    except click.Abort:  # Ctrl-C outside the places that explain what it left behind
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as error:
+        click.echo(f"error: {one_line(error.format_message())}", err=True)
+        sys.exit(error.exit_code)
+    except Exception as error:
+        if os.environ.get(ENV_DEBUG):
+            raise
+        text = CliError(f"unexpected {type(error).__name__}: {error}").line()
+        click.echo(f"{text} (set {ENV_DEBUG}=1 for the traceback)", err=True)
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else 0)
