@@ -321,6 +321,11 @@ class Job:
         exports = {fmt: self.prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
         files = {"manifest": MANIFEST_FILE, "labels": LABELS_FILE}
         files |= {key: blob for key, (_, blob) in extras.items()}
+        # A format's companions (TorchScript's plain state_dict) are downloadable too.
+        for result_of_format in manifest.formats.values():
+            if result_of_format.status == "passed":
+                for companion in result_of_format.files[1:]:
+                    files[companion.rsplit(".", 1)[0]] = companion
 
         def change(row: TrainingRow) -> None:
             row.exports = exports

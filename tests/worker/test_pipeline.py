@@ -153,6 +153,8 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         assert hashlib.sha256(content).hexdigest() == listed[name], name
     assert all(result["status"] == "passed" for result in manifest["formats"].values())
     assert requests.get(status["files"]["labels"], timeout=30).text == "bad\ngood\n"
+    state_dict = requests.get(status["files"]["model_state_dict"], timeout=30).content
+    assert hashlib.sha256(state_dict).hexdigest() == listed["model_state_dict.pt"]
     stored = all_storage_text(settings)
     secret_key = azurite.connection_string.split("AccountKey=")[1].split(";")[0]
     assert azurite.connection_string not in stored
