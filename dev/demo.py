@@ -45,9 +45,6 @@ TRAINING = {
     "image_size": 32,
     "batch_size": 32,
     "epochs": 6,
-    "learning_rate": 0.05,
-    "step_size": 4,
-    "gamma": 0.2,
     "export": ["onnx", "coreml", "pytorchmobile", "torch", "executorch"],
 }
 TIMEOUT_SECONDS = 15 * 60
