@@ -19,7 +19,9 @@ def main() -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("azure").setLevel(logging.WARNING)
+    # One line per HTTP call (azure) or per graph pass (exporters) drowns the job's story.
+    for noisy in ("azure", "coremltools", "onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     worker = Worker(WorkerSettings())
     worker.install_signal_handlers()
     try:
