@@ -141,6 +141,12 @@ def webhook_url_problem(url: str, *, allow_private: bool) -> str | None:
     return None
 
 
+def dataset_uri(storage_type: str, container: str, folder: str) -> str:
+    """`azure://<container>/<folder>` or `s3://<bucket>/<folder>`."""
+    scheme = "azure" if storage_type == "azure" else "s3"
+    return f"{scheme}://{container}/{folder}"
+
+
 class StartTrainingRequest(BaseModel):
     """POST /starttraining/ body: the seed's fields plus architecture and AWS extras.
 
@@ -312,8 +318,7 @@ class StartTrainingRequest(BaseModel):
     @property
     def dataset(self) -> str:
         """Where the dataset lives, as the seed's `dataset` response field shows it."""
-        scheme = "azure" if self.storage_type == "azure" else "s3"
-        return f"{scheme}://{self.container}/{self.folder}"
+        return dataset_uri(self.storage_type, self.container, self.folder)
 
     def credentials(self) -> dict[str, str]:
         """The secrets this request carries, for sealing into the queue message."""
@@ -384,6 +389,10 @@ class DatasetLocation(BaseModel):
     folder: str
     zipped: bool
     aws_region: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return dataset_uri(self.storage_type, self.container, self.folder)
 
 
 def utcnow() -> datetime:

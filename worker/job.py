@@ -191,8 +191,7 @@ class Job:
         resuming = checkpoint is not None
         resume_note = f"resuming from epoch {self.row.current_epoch}: " if resuming else ""
         location = self.row.dataset
-        where = f"{'s3' if location.storage_type == 'aws' else 'azure'}://{location.container}/{location.folder}"
-        self.advance(State.DOWNLOADING, f"{resume_note}downloading the dataset from {where}")
+        self.advance(State.DOWNLOADING, f"{resume_note}downloading the dataset from {location.uri}")
         limits = FetchLimits(
             max_bytes=self.settings.max_dataset_bytes,
             max_files=self.settings.max_images,

@@ -253,18 +253,16 @@ class Worker:
     # -- heartbeat ----------------------------------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        while not self.stop.wait(self.settings.heartbeat_seconds):
+        # Beat until stopped, and after a warm stop for as long as the last epoch runs: its
+        # lease must stay alive until the checkpoint is uploaded and the message released.
+        while True:
+            time.sleep(self.settings.heartbeat_seconds)
+            if self.stop.is_set() and self.current is None:
+                return
             try:
                 self._beat()
             except Exception:  # a missed beat is retried at the next one
                 log.warning("worker %s: heartbeat failed", self.id, exc_info=True)
-        # Also beat while a warm stop finishes the epoch: keep the lease alive.
-        while self.current is not None:
-            try:
-                self._beat()
-            except Exception:
-                log.warning("worker %s: heartbeat failed", self.id, exc_info=True)
-            time.sleep(self.settings.heartbeat_seconds)
 
     def _beat(self) -> None:
         with self.lock:
