@@ -34,10 +34,11 @@ from cli.errors import (
     keep_secret,
     one_line,
 )
-from cli.progress import figures, follow
+from cli.progress import accuracy_name, figures, follow
 from cli.upload import LocalDataset, UploadedDataset, scan, upload
 from shared.contract import (
     CLASSIFICATION_ARCHITECTURES,
+    DETECTION_ARCHITECTURES,
     EXPORT_FORMATS,
     StartTrainingRequest,
     State,
@@ -124,7 +125,16 @@ def cli() -> None:
     help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default onnx, coreml).",
 )
 @click.option(
-    "--architecture", help=f"One of {', '.join(CLASSIFICATION_ARCHITECTURES)} (default first)."
+    "--model-type",
+    type=click.Choice(["classification", "detection"]),
+    default="classification",
+    show_default=True,
+    help="detection: a COCO, YOLO or Pascal VOC dataset (docs/detection.md).",
+)
+@click.option(
+    "--architecture",
+    help=f"Classification: {', '.join(CLASSIFICATION_ARCHITECTURES)}; detection: "
+    f"{', '.join(DETECTION_ARCHITECTURES)} (default: the first of each).",
 )
 @click.option("--webhook-url", help="Where the worker POSTs progress events.")
 @click.option(
@@ -178,6 +188,7 @@ def train(
     step_size: int | None,
     gamma: float | None,
     exports: tuple[str, ...],
+    model_type: str,
     architecture: str | None,
     webhook_url: str | None,
     out: Path | None,
@@ -194,7 +205,9 @@ def train(
     api_url: str,
     token: str | None,
 ) -> None:
-    """Upload DATASET (a folder of class folders, or a .zip), train on it, download the model.
+    """Upload DATASET (a folder or a .zip), train on it, download the model.
+
+    Classification: one folder per class. Detection: COCO, YOLO or Pascal VOC annotations.
 
     The dataset goes to the configured storage under <profile>/<project>; the model files
     go to ./PROJECT (or --out) when the training succeeds.
@@ -227,7 +240,7 @@ def train(
     body: dict[str, Any] = {
         "profile_id": profile,
         "project_name": project,
-        "model_type": "classification",
+        "model_type": model_type,
         **{name: value for name, value in params.items() if value is not None},
     }
     _validate_locally(body, where)
@@ -345,7 +358,7 @@ def _report(console: Console, status: StatusResponse, got: Downloaded) -> None:
     best = metrics.get("best_epoch")
     if status.accuracy is not None:
         at = f" (best epoch {best} of {status.epochs})" if best else ""
-        _say(console, f"validation accuracy: {status.accuracy:.1%}{at}")
+        _say(console, f"validation {accuracy_name(status)}: {status.accuracy:.1%}{at}")
     checked = " (sha256 checked against manifest.json)" if got.manifest else ""
     _say(console, f"downloaded {len(got.files)} files to {got.out_dir}{checked}:")
     formats = {name: fmt for fmt, name in got.model_files().items()}

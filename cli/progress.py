@@ -40,13 +40,18 @@ def eta_seconds(status: StatusResponse, now: datetime | None = None) -> float | 
     return max((status.epochs - status.current_epoch) * per_epoch - since, 0.0)
 
 
+def accuracy_name(status: StatusResponse) -> str:
+    """What `accuracy` measures: mAP@0.5 for a detector, the share classified right otherwise."""
+    return "mAP@0.5" if status.parameters.model_type == "detection" else "accuracy"
+
+
 def figures(status: StatusResponse) -> str:
     """`epoch 1/2 · loss 0.693 · accuracy 50.0% · ETA 0:07`, with the parts that are known."""
     parts = [f"epoch {status.current_epoch}/{status.epochs}"]
     if status.loss is not None:
         parts.append(f"loss {status.loss:.4g}")
     if status.accuracy is not None:
-        parts.append(f"accuracy {status.accuracy:.1%}")
+        parts.append(f"{accuracy_name(status)} {status.accuracy:.1%}")
     eta = eta_seconds(status)
     if eta is not None:
         parts.append(f"ETA {duration(eta)}")

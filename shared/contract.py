@@ -38,7 +38,20 @@ CLASSIFICATION_ARCHITECTURES: tuple[str, ...] = (
     "efficientnet_b0",
 )
 
+# Detector architectures (torchvision names); the first, the mobile one, is the default.
+DETECTION_ARCHITECTURES: tuple[str, ...] = (
+    "ssdlite320_mobilenet_v3_large",
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "retinanet_resnet50_fpn_v2",
+    "fcos_resnet50_fpn",
+)
+
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch", "executorch")
+# The lite interpreter and ExecuTorch cannot carry torchvision's detectors (ImageList, NMS).
+DETECTION_EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "torch")
+# Core ML's detection pipeline decodes against a fixed anchor set: SSD has one, the two-stage
+# and FPN detectors do not.
+COREML_DETECTION_ARCHITECTURES: tuple[str, ...] = ("ssdlite320_mobilenet_v3_large",)
 DEFAULT_EXPORT: tuple[str, ...] = ("onnx", "coreml")
 
 DEFAULT_EPOCHS = 10
@@ -298,21 +311,38 @@ class StartTrainingRequest(BaseModel):
                 if getattr(self, name) is None:
                     raise _fail("credentials", f"{name} is required when storage_type is 'aws'")
             self.azure_connection_string = None
-        if self.model_type == "detection":
-            # Refused here, not after an hour of GPU time, until the worker trains detectors.
+        architectures = (
+            DETECTION_ARCHITECTURES
+            if self.model_type == "detection"
+            else CLASSIFICATION_ARCHITECTURES
+        )
+        if self.architecture is None:
+            self.architecture = architectures[0]
+        elif self.architecture not in architectures:
             raise _fail(
-                "unsupported", "model_type 'detection' is not supported yet; use 'classification'"
+                "architecture",
+                f"architecture '{self.architecture}' is not available for {self.model_type} "
+                f"(allowed: {', '.join(architectures)})",
             )
-        if self.model_type == "classification":
-            if self.architecture is None:
-                self.architecture = CLASSIFICATION_ARCHITECTURES[0]
-            elif self.architecture not in CLASSIFICATION_ARCHITECTURES:
-                allowed = ", ".join(CLASSIFICATION_ARCHITECTURES)
+        if self.model_type == "detection":
+            # Refused here, not after an hour of GPU time, when the export would fail.
+            refused = [name for name in self.export if name not in DETECTION_EXPORT_FORMATS]
+            if refused:
                 raise _fail(
-                    "architecture",
-                    f"architecture '{self.architecture}' is not available for classification "
-                    f"(allowed: {allowed})",
+                    "export",
+                    f"export format '{refused[0]}' cannot carry a detector "
+                    f"(allowed for detection: {', '.join(DETECTION_EXPORT_FORMATS)})",
                 )
+            if "coreml" in self.export and self.architecture not in COREML_DETECTION_ARCHITECTURES:
+                if "export" in self.model_fields_set:
+                    raise _fail(
+                        "export",
+                        f"export format 'coreml' needs architecture "
+                        f"{' or '.join(COREML_DETECTION_ARCHITECTURES)} for detection "
+                        f"(got {self.architecture}); use onnx or torch",
+                    )
+                # The seed's default [onnx, coreml] must not make a default request fail.
+                self.export = [name for name in self.export if name != "coreml"]
         return self
 
     @property

@@ -24,7 +24,10 @@ from PIL import Image
 from shared.contract import State, StatusResponse, TrainingRow, utcnow
 from shared.storage.artifacts import ArtifactStore, training_prefix
 from shared.storage.jobs import JobsTable
-from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed, export_all
+from worker.detection import engine as detection
+from worker.detection.annotations import load_detection_dataset
+from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed, Manifest, export_all
+from worker.export.detection import export_detector
 from worker.ingest.fetch import FetchLimits, fetch, open_source
 from worker.ingest.source import IngestError
 from worker.settings import WorkerSettings
@@ -74,7 +77,9 @@ class JobFlags:
 
 
 def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun}{'es' if noun.endswith(('s', 'x')) else 's'}"
 
 
 class Job:
@@ -171,7 +176,12 @@ class Job:
         except LostJob:
             log.warning("job %s: taken over or ended elsewhere; leaving it", self.key)
             return Outcome.LOST
-        except (IngestError, DatasetError, WeightsMissingError) as error:
+        except (
+            IngestError,
+            DatasetError,
+            WeightsMissingError,
+            detection.TrainingDiverged,
+        ) as error:
             text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
             return self.finish(State.FAILED, text)
         except torch.cuda.OutOfMemoryError:
@@ -201,12 +211,10 @@ class Job:
         started = time.monotonic()
         source = open_source(location, self.secrets, limits.concurrency)
         root, fetched = fetch(source, location.folder, location.zipped, workspace, limits)
-        layout = find_images(root)
         self.advance(
             State.DOWNLOADED,
             f"{resume_note}downloaded {fetched} bytes in {time.monotonic() - started:.1f} s: "
-            f"{_plural(len(layout.files), 'image')} in {_plural(len(layout.class_names), 'class')}"
-            f" ({', '.join(layout.class_names[:10])})",
+            + self._describe_dataset(root),
         )
         if self.flags.stop.is_set():
             return self.pause()
@@ -224,11 +232,13 @@ class Job:
             weights_dir=self.settings.weights_dir,
             device=self.settings.device,
             cache_bytes=self.settings.cache_bytes,
+            task=params.model_type,
         )
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
+        trainer = detection.train_detector if self.is_detection else train
         try:
-            result = train(
+            result = trainer(
                 root,
                 self.out_dir,
                 config,
@@ -249,7 +259,34 @@ class Job:
             return self.finish(
                 State.CANCELLED, f"cancelled during epoch {self.row.current_epoch + 1}"
             )
-        return self._deliver(result, layout)
+        return self._deliver(result, root)
+
+    @property
+    def is_detection(self) -> bool:
+        return self.row.params.model_type == "detection"
+
+    def _describe_dataset(self, root: Path) -> str:
+        """What was found, for the DOWNLOADED message; a broken dataset fails here."""
+        if self.is_detection:
+            dataset = load_detection_dataset(root)
+            counts = dataset.counts
+            notes = [
+                f"{_plural(counts.images, 'image')} with {_plural(counts.boxes, 'box')} "
+                f"({dataset.format.upper()}) in {_plural(len(dataset.class_names), 'class')} "
+                f"({', '.join(dataset.class_names[:10])})"
+            ]
+            if counts.clipped_boxes or counts.dropped_boxes:
+                notes.append(
+                    f"{counts.clipped_boxes} clipped and {counts.dropped_boxes} dropped boxes"
+                )
+            if counts.missing_images:
+                notes.append(f"{_plural(counts.missing_images, 'missing image')} skipped")
+            return "; ".join(notes)
+        layout = find_images(root)
+        return (
+            f"{_plural(len(layout.files), 'image')} in {_plural(len(layout.class_names), 'class')}"
+            f" ({', '.join(layout.class_names[:10])})"
+        )
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
         blob = self.prefix + CHECKPOINT_BLOB
@@ -271,7 +308,7 @@ class Job:
             row.last_epoch_duration_seconds = round(report.duration_s, 3)
             row.message = (
                 f"epoch {report.epoch}/{report.epochs}: loss {report.train_loss:.4f}, "
-                f"validation accuracy {report.val_accuracy:.1%}, "
+                f"validation {self.accuracy_name} {report.val_accuracy:.1%}, "
                 f"{report.images_per_s:.0f} images/s"
             )
 
@@ -285,21 +322,34 @@ class Job:
         self.update(change)
         return Outcome.PAUSED
 
-    def _deliver(self, result: TrainResult, layout: DatasetLayout) -> Outcome:
+    @property
+    def accuracy_name(self) -> str:
+        return "mAP@0.5" if self.is_detection else "accuracy"
+
+    def _deliver(self, result: TrainResult | detection.DetectionTrainResult, root: Path) -> Outcome:
         formats = self.row.params.export
         self.advance(State.EXPORTING, f"exporting {', '.join(formats)} and checking each")
-        model, class_names, config = load_best(result.checkpoint_best)
+        if isinstance(result, detection.DetectionTrainResult):
+            model, class_names, config = detection.load_best_detector(
+                result.checkpoint_best, self.settings.weights_dir
+            )
+            images = detection.check_images(root, config, CHECK_IMAGES)
+            exporter: Callable[..., Manifest] = export_detector
+        else:
+            model, class_names, config = load_best(result.checkpoint_best)
+            images = check_images(find_images(root), self.row.params.image_size)
+            exporter = export_all
         export_dir = self.out_dir / "export"
         export_dir.mkdir()
         failure = None
         try:
-            manifest = export_all(
+            manifest = exporter(
                 model,
                 list(class_names),
                 self.row.params.image_size,
                 config.architecture,
                 formats,
-                check_images(layout, self.row.params.image_size),
+                images,
                 export_dir,
                 metrics=report_summary(result),
                 model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
@@ -312,9 +362,10 @@ class Job:
         extras = {
             "metrics": (result.metrics_path, "metrics.json"),
             "curves": (result.curves_plot, "plots/curves.png"),
-            "confusion_matrix": (result.confusion_plot, "plots/confusion_matrix.png"),
             "checkpoint": (result.checkpoint_best, "checkpoints/checkpoint_best.pt"),
         }
+        if isinstance(result, TrainResult):
+            extras["confusion_matrix"] = (result.confusion_plot, "plots/confusion_matrix.png")
         for path, blob in extras.values():
             self.artifacts.upload_file(path, self.prefix + blob)
         exports = {fmt: self.prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
@@ -335,11 +386,13 @@ class Job:
         if failure:
             return self.finish(State.FAILED, f"{failure}; the other files can be downloaded")
         notes = [
-            f"best validation accuracy {result.best_val_accuracy:.1%} at epoch {result.best_epoch}",
+            f"best validation {self.accuracy_name} {result.best_val_accuracy:.1%} "
+            f"at epoch {result.best_epoch}",
             f"exported {', '.join(formats)}, each checked against the PyTorch model",
         ]
         if result.skipped:
-            notes.append(f"{_plural(result.skipped, 'unreadable image')} skipped")
+            noun = "unreadable or missing image" if self.is_detection else "unreadable image"
+            notes.append(f"{_plural(result.skipped, noun)} skipped")
         if not result.pretrained:
             notes.append("trained from scratch (no ImageNet weights in the cache)")
         return self.finish(
@@ -347,7 +400,7 @@ class Job:
         )
 
 
-def report_summary(result: TrainResult) -> dict[str, Any]:
+def report_summary(result: TrainResult | detection.DetectionTrainResult) -> dict[str, Any]:
     """The metrics the manifest carries: best epoch, accuracy and per-class figures."""
     return {
         "best_epoch": result.best_epoch,

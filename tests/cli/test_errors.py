@@ -89,6 +89,13 @@ def test_invalid_parameters_are_refused_with_the_apis_rule(
         "error: export has unknown format 'tflite' "
         "(allowed: onnx, coreml, pytorchmobile, torch, executorch)\n"
     )
+    result = cli.run(
+        "train", str(photos), "--project=x", "--model-type=detection", "--export=pytorchmobile"
+    )
+    assert result.stderr == (
+        "error: export format 'pytorchmobile' cannot carry a detector "
+        "(allowed for detection: onnx, coreml, torch)\n"
+    )
     assert uploaded(azurite, dataset_container) == []
 
     # The batch-size limit is the server's setting: the API itself refuses it.

@@ -56,6 +56,10 @@ def test_eta_counts_the_remaining_epochs_from_the_last_ones_duration() -> None:
     pending = StatusResponse.model_validate(status_body("PENDING", 0))
     assert eta_seconds(pending, NOW) is None
     assert figures(pending) == "epoch 0/4 · loss 0.5 · accuracy 87.5%"
+    body = status_body()
+    body["parameters"] |= {"model_type": "detection", "architecture": "fcos_resnet50_fpn"}
+    detector = StatusResponse.model_validate(body)
+    assert figures(detector).startswith("epoch 1/4 · loss 0.5 · mAP@0.5 87.5%")
 
 
 def test_following_rides_out_an_unreachable_api_and_returns_the_final_status() -> None:

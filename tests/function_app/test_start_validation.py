@@ -41,6 +41,15 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("duplicate exports", {"export": ["onnx", "onnx"]}),
     ("architecture chosen", {"architecture": "resnet18"}),
     ("architecture empty means default", {"architecture": ""}),
+    ("detection with defaults", {"model_type": "detection"}),
+    (
+        "detection with every format it can carry",
+        {"model_type": "detection", "export": ["onnx", "coreml", "torch"]},
+    ),
+    (
+        "detection architecture chosen",
+        {"model_type": "detection", "architecture": "fcos_resnet50_fpn"},
+    ),
     ("folder empty means root", {"folder": ""}),
     ("folder with slashes", {"folder": "/clinic/2026/"}),
     ("zipped true", {"zipped": True}),
@@ -85,7 +94,28 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("export not a list", {"export": "onnx"}, "export must be a list"),
     ("model_type unknown", {"model_type": "segmentation"}, "model_type must be one of"),
     ("model_type missing", {"model_type": DROP}, "model_type is required"),
-    ("model_type detection", {"model_type": "detection"}, "'detection' is not supported yet"),
+    (
+        "detection with pytorchmobile",
+        {"model_type": "detection", "export": ["onnx", "pytorchmobile"]},
+        "export format 'pytorchmobile' cannot carry a detector (allowed for detection: "
+        "onnx, coreml, torch)",
+    ),
+    (
+        "detection with executorch",
+        {"model_type": "detection", "export": ["executorch"]},
+        "'executorch' cannot carry a detector",
+    ),
+    (
+        "detection coreml from a detector without fixed anchors",
+        {"model_type": "detection", "architecture": "fcos_resnet50_fpn", "export": ["coreml"]},
+        "export format 'coreml' needs architecture ssdlite320_mobilenet_v3_large for detection "
+        "(got fcos_resnet50_fpn); use onnx or torch",
+    ),
+    (
+        "detection with a classifier",
+        {"model_type": "detection", "architecture": "resnet18"},
+        "architecture 'resnet18' is not available for detection (allowed: ssdlite320",
+    ),
     ("architecture unknown", {"architecture": "vgg11"}, "allowed: mobilenet_v3_large"),
     ("storage_type unknown", {"storage_type": "gcs"}, "storage_type must be one of"),
     ("container missing", {"container": DROP}, "container is required"),
@@ -235,3 +265,19 @@ def test_defaults_and_duplicate_exports_reach_the_status(http: httpx.Client) -> 
         "architecture": "mobilenet_v3_large",
     }
     assert status["epochs"] == 10
+
+
+def test_detection_defaults_to_the_mobile_detector(http: httpx.Client) -> None:
+    body = start_body(model_type="detection")
+    assert http.post("/starttraining/", json=body).status_code == 202
+    status = http.get(f"/statustraining/alice/{body['project_name']}").json()
+    assert status["parameters"]["model_type"] == "detection"
+    assert status["parameters"]["architecture"] == "ssdlite320_mobilenet_v3_large"
+    assert status["parameters"]["export"] == ["onnx", "coreml"]
+
+    # The seed's default export includes coreml, which only SSDlite carries: a default
+    # request for another detector gets what it can carry instead of a 400.
+    body = start_body(model_type="detection", architecture="retinanet_resnet50_fpn_v2")
+    assert http.post("/starttraining/", json=body).status_code == 202
+    status = http.get(f"/statustraining/alice/{body['project_name']}").json()
+    assert status["parameters"]["export"] == ["onnx"]

@@ -1,10 +1,12 @@
-"""Phone-ready exports of a trained classifier, each checked against PyTorch, with a manifest.
+"""Phone-ready exports of a trained classifier or detector, each checked against PyTorch.
 
 Every format takes RGB in [0, 1] at image_size (NCHW float; Core ML: an image) and returns
-class probabilities: ImageNet normalisation and softmax are inside. See docs/exports.md.
+class probabilities (export_all) or boxes, scores and labels (export_detector); normalisation,
+softmax and NMS are inside. See docs/exports.md.
 """
 
 from worker.export.checks import PROBABILITY_ATOL
+from worker.export.detection import DETECTION_FORMATS, export_detector
 from worker.export.exporter import FORMATS, ExportFailed, export_all
 from worker.export.manifest import (
     LABELS_FILE,
@@ -17,6 +19,7 @@ from worker.export.manifest import (
 from worker.export.wrapper import ProbabilityClassifier
 
 __all__ = [
+    "DETECTION_FORMATS",
     "FORMATS",
     "LABELS_FILE",
     "MANIFEST_FILE",
@@ -28,4 +31,5 @@ __all__ = [
     "Manifest",
     "ProbabilityClassifier",
     "export_all",
+    "export_detector",
 ]

@@ -82,7 +82,7 @@ def export(ctx: ExportContext) -> Exported:
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / PACKAGE_NAME
         mlmodel.save(str(package))
-        _zip_folder(package, path)
+        zip_folder(package, path)
     return Exported(
         files=[(path, "model")],
         details={
@@ -100,13 +100,18 @@ def export(ctx: ExportContext) -> Exported:
 
 def check(ctx: ExportContext, exported: Exported) -> Check:
     """Unzip the shipped file and verify its spec: input, preprocessing, outputs, labels."""
+    spec = load_zipped_spec(exported.model_path)
+    return spec_check("coremltools spec (Core ML does not run on Linux)", *_inspect(ctx, spec))
+
+
+def load_zipped_spec(path: Path) -> Any:
+    """The spec of the model.mlpackage inside a zip written by zip_folder."""
     import coremltools as ct
 
     with tempfile.TemporaryDirectory() as tmp:
-        with zipfile.ZipFile(exported.model_path) as archive:
-            _safe_extract(archive, Path(tmp))
-        spec = ct.utils.load_spec(str(Path(tmp) / PACKAGE_NAME))
-    return spec_check("coremltools spec (Core ML does not run on Linux)", *_inspect(ctx, spec))
+        with zipfile.ZipFile(path) as archive:
+            safe_extract(archive, Path(tmp))
+        return ct.utils.load_spec(str(Path(tmp) / PACKAGE_NAME))
 
 
 def _inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
@@ -143,9 +148,32 @@ def _inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
 
 def _program_problems(ctx: ExportContext, spec: Any, details: dict[str, Any]) -> list[str]:
     """Read the ML Program: pixel scale/bias ops on the input, the classify op and its inputs."""
+    ops = program_ops(spec, details)
+    producers = {out.name: op for op in ops for out in op.outputs}
+    problems = pixel_scale_problems(ops, details)
+    classify = [op for op in ops if op.type == "classify"]
+    if len(classify) != 1:
+        return [*problems, f"expected one classify op, found {len(classify)}"]
+    classes = [_immediate(v.immediateValue)[0] for v in _list_values(classify[0])]
+    details["labels"] = len(classes)
+    if classes != ctx.labels:
+        problems.append(f"class labels are {classes}, expected {ctx.labels}")
+    source = classify[0].inputs["probabilities"].arguments[0].name
+    details["probabilities_from"] = producers[source].type if source in producers else None
+    if details["probabilities_from"] != "softmax":
+        problems.append("the classifier's probabilities do not come from a softmax")
+    return problems
+
+
+def program_ops(spec: Any, details: dict[str, Any]) -> list[Any]:
+    """The operations of an ML Program's main function (its opset is noted in details)."""
     main = spec.mlProgram.functions["main"]
     details["opset"] = main.opset
-    ops = list(main.block_specializations[main.opset].operations)
+    return list(main.block_specializations[main.opset].operations)
+
+
+def pixel_scale_problems(ops: list[Any], details: dict[str, Any]) -> list[str]:
+    """The image input must be multiplied by 1/255 and get no bias (the model normalises)."""
     producers = {out.name: op for op in ops for out in op.outputs}
     consumers: dict[str, list[Any]] = {}
     for op in ops:
@@ -172,17 +200,6 @@ def _program_problems(ctx: ExportContext, spec: Any, details: dict[str, Any]) ->
     details["bias"] = bias
     if any(abs(b) > 1e-7 for b in bias):
         problems.append(f"image input has bias {bias}, expected none")
-    classify = [op for op in ops if op.type == "classify"]
-    if len(classify) != 1:
-        return [*problems, f"expected one classify op, found {len(classify)}"]
-    classes = [_immediate(v.immediateValue)[0] for v in _list_values(classify[0])]
-    details["labels"] = len(classes)
-    if classes != ctx.labels:
-        problems.append(f"class labels are {classes}, expected {ctx.labels}")
-    source = classify[0].inputs["probabilities"].arguments[0].name
-    details["probabilities_from"] = producers[source].type if source in producers else None
-    if details["probabilities_from"] != "softmax":
-        problems.append("the classifier's probabilities do not come from a softmax")
     return problems
 
 
@@ -197,7 +214,7 @@ def _immediate(immediate: Any) -> list[Any]:
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def _zip_folder(folder: Path, destination: Path) -> None:
+def zip_folder(folder: Path, destination: Path) -> None:
     """Zip folder so that it unzips as folder.name/… (what Xcode opens)."""
     with zipfile.ZipFile(destination, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for root, dirs, files in os.walk(folder):
@@ -207,7 +224,7 @@ def _zip_folder(folder: Path, destination: Path) -> None:
                 archive.write(file, arcname=str(file.relative_to(folder.parent)))
 
 
-def _safe_extract(archive: zipfile.ZipFile, destination: Path) -> None:
+def safe_extract(archive: zipfile.ZipFile, destination: Path) -> None:
     for member in archive.namelist():
         target = (destination / member).resolve()
         if not target.is_relative_to(destination.resolve()):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import torch
 from torch import nn
@@ -36,20 +36,37 @@ FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch", "executo
 MAX_REASON_CHARS = 600
 
 
+class Run(Protocol):
+    """What the format runner needs of an export run (classifier or detector context)."""
+
+    @property
+    def out_dir(self) -> Path: ...
+
+    @property
+    def model_version(self) -> str: ...
+
+
+C = TypeVar("C", bound=Run)
+
+
 @dataclass(frozen=True)
-class Format:
+class Format(Generic[C]):
     """How one format is written and how its files are checked before upload."""
 
-    export: Callable[[ExportContext], Exported]
-    check: Callable[[ExportContext, Exported], Check]
+    export: Callable[[C], Exported]
+    check: Callable[[C, Exported], Check]
+    # Every file the format may write, so a failure (even a half-written file) leaves none.
+    files: tuple[str, ...] = ()
 
 
-EXPORTERS: dict[str, Format] = {
-    "onnx": Format(onnx.export, onnx.check),
-    "coreml": Format(coreml.export, coreml.check),
-    "pytorchmobile": Format(mobile.export, mobile.check),
-    "torch": Format(torchscript.export, torchscript.check),
-    "executorch": Format(executorch.export, executorch.check),
+EXPORTERS: dict[str, Format[ExportContext]] = {
+    "onnx": Format(onnx.export, onnx.check, (onnx.FILE_NAME,)),
+    "coreml": Format(coreml.export, coreml.check, (coreml.FILE_NAME,)),
+    "pytorchmobile": Format(mobile.export, mobile.check, (mobile.FILE_NAME,)),
+    "torch": Format(
+        torchscript.export, torchscript.check, (torchscript.FILE_NAME, torchscript.STATE_DICT_FILE)
+    ),
+    "executorch": Format(executorch.export, executorch.check, (executorch.FILE_NAME,)),
 }
 assert tuple(EXPORTERS) == FORMATS
 
@@ -93,7 +110,7 @@ def export_all(
     labels = list(class_names)
     if not formats:
         raise ValueError(f"formats must name at least one of {', '.join(FORMATS)}")
-    _validate(labels, image_size, check_images, metrics)
+    validate_arguments(labels, image_size, check_images, metrics, min_classes=2)
     out_dir.mkdir(parents=True, exist_ok=True)
     wrapper = wrap(model)
     images = check_images.detach().to("cpu", torch.float32).contiguous()
@@ -117,8 +134,8 @@ def export_all(
     results: dict[str, FormatResult] = {}
     files: list[ExportedFile] = []
     for name in requested:
-        results[name], delivered = _export_one(ctx, name)
-        files += [_describe(name, path, role) for path, role in delivered]
+        results[name], delivered = run_format(ctx, name, EXPORTERS)
+        files += [describe_file(name, path, role) for path, role in delivered]
     manifest = Manifest(
         model_version=model_version,
         created_at=utcnow(),
@@ -132,27 +149,39 @@ def export_all(
         requested_formats=requested,
         formats=results,
         files=files,
-        failed={name: r.error or "failed" for name, r in results.items() if r.status == "failed"},
+        failed=failures(results),
         libraries=library_versions(),
     )
+    return finish(manifest, out_dir)
+
+
+def failures(results: Mapping[str, FormatResult]) -> dict[str, str]:
+    """format → why, for the formats that failed."""
+    return {name: r.error or "failed" for name, r in results.items() if r.status == "failed"}
+
+
+def finish(manifest: Manifest, out_dir: Path) -> Manifest:
+    """Write manifest.json and labels.txt; return the manifest, or raise if a format failed."""
     manifest.write(out_dir)
     if manifest.failed:
         raise ExportFailed(manifest)
     return manifest
 
 
-def _export_one(ctx: ExportContext, name: str) -> tuple[FormatResult, list[tuple[Path, FileRole]]]:
+def run_format(
+    ctx: C, name: str, exporters: Mapping[str, Format[C]]
+) -> tuple[FormatResult, list[tuple[Path, FileRole]]]:
     """Export and check one format: its result and the files it delivers (none on failure)."""
-    if name not in EXPORTERS:
-        why = f"unknown format '{name}' (known: {', '.join(FORMATS)})"
+    if name not in exporters:
+        why = f"unknown format '{name}' (known: {', '.join(exporters)})"
         log.error("export %s: %s", ctx.model_version, why)
         return FormatResult(format=name, status="failed", error=why), []
     started = time.perf_counter()
     try:
-        exported = EXPORTERS[name].export(ctx)
+        exported = exporters[name].export(ctx)
     except Exception as error:
         log.exception("export %s: %s export failed", ctx.model_version, name)
-        _remove(ctx.out_dir, name)
+        _remove(ctx.out_dir, exporters[name])
         failed = FormatResult(
             format=name,
             status="failed",
@@ -164,7 +193,7 @@ def _export_one(ctx: ExportContext, name: str) -> tuple[FormatResult, list[tuple
     names = [path.name for path, _ in exported.files]
     started = time.perf_counter()
     try:
-        check = EXPORTERS[name].check(ctx, exported)
+        check = exporters[name].check(ctx, exported)
     except Exception as error:
         log.exception("export %s: %s check failed", ctx.model_version, name)
         check = Check(method="error", passed=False, summary=f"check crashed: {_reason(error)}")
@@ -180,7 +209,7 @@ def _export_one(ctx: ExportContext, name: str) -> tuple[FormatResult, list[tuple
         check.summary,
     )
     if not check.passed:
-        _remove(ctx.out_dir, name, exported)
+        _remove(ctx.out_dir, exporters[name], exported)
     result = FormatResult(
         format=name,
         status="passed" if check.passed else "failed",
@@ -194,7 +223,8 @@ def _export_one(ctx: ExportContext, name: str) -> tuple[FormatResult, list[tuple
     return result, exported.files if check.passed else []
 
 
-def _describe(name: str, path: Path, role: FileRole) -> ExportedFile:
+def describe_file(name: str, path: Path, role: FileRole) -> ExportedFile:
+    """The manifest's entry for one delivered file: size and sha256."""
     return ExportedFile(
         format=name,
         name=path.name,
@@ -205,16 +235,9 @@ def _describe(name: str, path: Path, role: FileRole) -> ExportedFile:
     )
 
 
-def _remove(out_dir: Path, name: str, exported: Exported | None = None) -> None:
+def _remove(out_dir: Path, spec: Format[Any], exported: Exported | None = None) -> None:
     """Delete a failed format's files (a half-written one included): nobody may download them."""
-    known = {
-        "onnx": [onnx.FILE_NAME],
-        "coreml": [coreml.FILE_NAME],
-        "pytorchmobile": [mobile.FILE_NAME],
-        "torch": [torchscript.FILE_NAME, torchscript.STATE_DICT_FILE],
-        "executorch": [executorch.FILE_NAME],
-    }
-    paths = {out_dir / file for file in known.get(name, [])}
+    paths = {out_dir / file for file in spec.files}
     paths |= {path for path, _ in (exported.files if exported else [])}
     for path in paths:
         path.unlink(missing_ok=True)
@@ -226,12 +249,17 @@ def _reason(error: BaseException) -> str:
     return first[:MAX_REASON_CHARS]
 
 
-def _validate(
-    labels: list[str], image_size: int, check_images: torch.Tensor, metrics: dict[str, Any]
+def validate_arguments(
+    labels: list[str],
+    image_size: int,
+    check_images: torch.Tensor,
+    metrics: dict[str, Any],
+    min_classes: int,
 ) -> None:
     """Fail fast, naming the argument and the rule, before any export starts."""
-    if len(labels) < 2:
-        raise ValueError(f"class_names must name at least 2 classes (got {len(labels)})")
+    if len(labels) < min_classes:
+        noun = "class" if min_classes == 1 else "classes"
+        raise ValueError(f"class_names must name at least {min_classes} {noun} (got {len(labels)})")
     if len(set(labels)) != len(labels):
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         raise ValueError(f"class_names must be unique (repeated: {', '.join(duplicates)})")

@@ -44,6 +44,14 @@ class Tolerance(BaseModel):
     top1: str = Field(description="the top-1 rule")
 
 
+class DetectionTolerance(BaseModel):
+    """What a detector's export must meet against the PyTorch detector on the check images."""
+
+    box_abs_px: float = Field(description="largest allowed |coordinate difference| in pixels")
+    score_abs: float = Field(description="largest allowed |score difference|")
+    match: str = Field(description="how detections are paired and which may stay unpaired")
+
+
 class Check(BaseModel):
     """The check run on one format's files before upload."""
 
@@ -53,7 +61,7 @@ class Check(BaseModel):
     images: int | None = None
     max_abs_diff: float | None = None
     top1_agreement: float | None = Field(default=None, description="fraction of images")
-    tolerance: Tolerance | None = None
+    tolerance: Tolerance | DetectionTolerance | None = None
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -100,20 +108,45 @@ class InputContract(BaseModel):
 
 
 class OutputContract(BaseModel):
-    """What every exported model returns."""
+    """What every exported classifier returns."""
 
     name: str = "probabilities"
-    kind: str = "probabilities"
+    kind: Literal["probabilities"] = "probabilities"
     softmax_inside: bool = True
     shape: list[int | str]
     order: str = "labels"
     core_ml: str = "classLabel (string) and classLabel_probs (label → probability)"
 
 
+class DetectionThresholds(BaseModel):
+    """The post-processing baked into every exported detector (and applied to its reference)."""
+
+    score_threshold: float = Field(description="a detection is kept when its score is above this")
+    nms_iou_threshold: float = Field(
+        description="per class, a box overlapping a better one by more IoU than this is dropped"
+    )
+    max_detections: int = Field(description="at most this many detections per image, best first")
+
+
+class DetectionOutputContract(BaseModel):
+    """What every exported detector returns (Core ML: through Vision, see core_ml)."""
+
+    kind: Literal["detections"] = "detections"
+    names: list[str] = Field(default_factory=lambda: ["boxes", "scores", "labels"])
+    boxes: str = "float32 K×4: x1, y1, x2, y2 in pixels of the image_size² input"
+    scores: str = "float32 K: confidence of each detection, descending"
+    labels: str = "int64 K: 0-based index into labels (labels.txt), no background class"
+    shape: list[int | str] = Field(description="of boxes; K is the number of detections")
+    thresholds_inside: bool = True
+    empty: str = "K is 0 when nothing scores above the threshold"
+    core_ml: str = ""
+
+
 class Manifest(BaseModel):
     """manifest.json: labels, contract, metrics, and per-format files with their checks."""
 
     schema_version: int = SCHEMA_VERSION
+    task: Literal["classification", "detection"] = "classification"
     model_version: str
     created_at: datetime
     architecture: str
@@ -121,7 +154,10 @@ class Manifest(BaseModel):
     labels: list[str]
     num_classes: int
     input: InputContract
-    output: OutputContract
+    output: OutputContract | DetectionOutputContract = Field(discriminator="kind")
+    thresholds: DetectionThresholds | None = Field(
+        default=None, description="detection only: the post-processing inside every file"
+    )
     metrics: dict[str, Any]
     requested_formats: list[str]
     formats: dict[str, FormatResult]
@@ -164,6 +200,40 @@ def input_contract(image_size: int, batch: int | str = "batch") -> InputContract
     return InputContract(
         shape=[batch, 3, image_size, image_size],
         host_preprocessing={key: steps[key] for key in HOST_STEPS if key in steps},
+    )
+
+
+# The host-side steps before a detector (the view detection training used); scaling and
+# normalisation are inside every exported graph.
+DETECTION_HOST_STEPS = (
+    "color_space",
+    "exif_orientation_applied",
+    "resize",
+    "keep_aspect_ratio",
+    "interpolation",
+    "boxes",
+    "apple_vision_crop_and_scale",
+)
+
+
+def detection_input_contract(
+    image_size: int, mean: list[float], std: list[float], steps: dict[str, Any]
+) -> InputContract:
+    """The input contract of an exported detector: one image, as detection training saw it.
+
+    steps is the training code's preprocessing_description (images stretched to image_size²).
+    """
+    host = {key: steps[key] for key in DETECTION_HOST_STEPS if key in steps}
+    host["boxes_to_original_image"] = f"x * width / {image_size}, y * height / {image_size}"
+    return InputContract(
+        shape=[1, 3, image_size, image_size],
+        mean=list(mean),
+        std=list(std),
+        host_preprocessing=host,
+        core_ml=(
+            f"image input (RGB pixel buffer, {image_size}²); scale 1/255 and normalisation "
+            "inside the model; with Vision use imageCropAndScaleOption = .scaleFill"
+        ),
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, fields
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,6 +30,7 @@ from shared.contract import (
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEP_SIZE,
+    DETECTION_ARCHITECTURES,
     MIN_IMAGE_SIZE,
 )
 from worker.training.augment import BatchTransforms
@@ -95,9 +96,16 @@ METRICS_FILE = "metrics.json"
 CURVES_PLOT = "training_curves.png"
 CONFUSION_PLOT = "confusion_matrix.png"
 
+Task = Literal["classification", "detection"]
+ARCHITECTURES: dict[Task, tuple[str, ...]] = {
+    "classification": CLASSIFICATION_ARCHITECTURES,
+    "detection": DETECTION_ARCHITECTURES,
+}
+
 # The options that decide a run's result; a resume must not change them. The rest (where
 # weights, memory and workers come from) may differ between the machines of one run.
 RESULT_DEFINING_FIELDS = (
+    "task",
     "epochs",
     "learning_rate",
     "image_size",
@@ -128,8 +136,10 @@ class TrainConfig:
     cache_bytes: int = DEFAULT_CACHE_BYTES  # RAM for decoded images; beyond it, stream files
     num_workers: int | None = None  # decode threads and loader workers; None: one per core
     val_fraction: float = DEFAULT_VAL_FRACTION
+    task: Task = "classification"  # detection: worker.detection.engine trains it
 
     def __post_init__(self) -> None:
+        architectures = ARCHITECTURES.get(self.task, ())
         problems = [
             f"{name} {rule} (got {value!r})"
             for name, value, ok, rule in (
@@ -145,10 +155,16 @@ class TrainConfig:
                 ("step_size", self.step_size, self.step_size >= 1, "must be at least 1"),
                 ("gamma", self.gamma, 0 < self.gamma <= 1, "must be in (0, 1]"),
                 (
+                    "task",
+                    self.task,
+                    self.task in ARCHITECTURES,
+                    f"must be one of {', '.join(ARCHITECTURES)}",
+                ),
+                (
                     "architecture",
                     self.architecture,
-                    self.architecture in CLASSIFICATION_ARCHITECTURES,
-                    f"must be one of {', '.join(CLASSIFICATION_ARCHITECTURES)}",
+                    self.architecture in architectures,
+                    f"must be one of {', '.join(architectures)} for {self.task}",
                 ),
                 (
                     "pretrained",
@@ -276,10 +292,12 @@ def train(
     stop_after_epoch: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train a classifier on dataset_dir, writing checkpoints, metrics and plots to out_dir."""
+    if config.task != "classification":
+        raise ValueError(f"train() trains classifiers; task {config.task!r} has its own engine")
     device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    resumed = _load_resumable(resume_from, config) if resume_from else None
-    should_cancel = cancelled or _never
+    resumed = load_resumable(resume_from, config) if resume_from else None
+    should_cancel = cancelled or never
 
     random.seed(config.seed)
     torch.manual_seed(config.seed)
@@ -314,7 +332,7 @@ def train(
     val_rows = _rows(dataset.val)
     val_batches = batch_sizes(len(val_rows), config.batch_size * EVAL_BATCH_FACTOR, False)
 
-    paths = _ArtifactPaths(out_dir)
+    paths = ArtifactPaths(out_dir)
     history: list[EpochReport] = []
     best = _Best()
     first_epoch = 1
@@ -344,7 +362,7 @@ def train(
         learning_rate = optimizer.param_groups[0]["lr"]
         order = torch.randperm(len(train_rows), generator=generators["shuffle"])
         train_sizes = batch_sizes(len(train_rows), config.batch_size, drop_single_last=True)
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         train_loss, train_images = train_one_epoch(
             model,
@@ -352,7 +370,7 @@ def train(
             source.batches(train_rows[order], train_sizes),
             transforms,
             device,
-            partial(_poll, should_cancel, epoch),
+            partial(poll_cancel, should_cancel, epoch),
         )
         train_duration = time.perf_counter() - started
         scheduler.step()
@@ -362,14 +380,14 @@ def train(
             transforms,
             device,
             num_classes,
-            partial(_poll, should_cancel, epoch),
+            partial(poll_cancel, should_cancel, epoch),
         )
         duration = time.perf_counter() - started
 
         # Strictly better only: on a tie the earlier (less trained) epoch stays best.
         improved = evaluation.accuracy > best.accuracy
         if improved:
-            best = _Best(epoch, evaluation.accuracy, _cpu_copy(model), evaluation.confusion)
+            best = _Best(epoch, evaluation.accuracy, cpu_state(model), evaluation.confusion)
         report = EpochReport(
             epoch=epoch,
             epochs=config.epochs,
@@ -500,7 +518,7 @@ def train_one_epoch(
     for images, labels in batches:
         poll()
         inputs = transforms.train(images)
-        with _autocast(device):
+        with autocast_for(device):
             loss = F.cross_entropy(model(inputs), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -525,7 +543,7 @@ def evaluate(
     confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=device)
     for images, labels in batches:
         poll()
-        with _autocast(device):
+        with autocast_for(device):
             logits = model(transforms.eval(images))
         loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
         confusion_update(confusion, labels, logits.argmax(dim=1))
@@ -550,7 +568,7 @@ def load_best(checkpoint_path: Path) -> tuple[nn.Module, tuple[str, ...], TrainC
 
 
 @dataclass(frozen=True)
-class _ArtifactPaths:
+class ArtifactPaths:
     out_dir: Path
 
     @property
@@ -574,7 +592,7 @@ class _ArtifactPaths:
         return self.out_dir / CONFUSION_PLOT
 
 
-def _load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
+def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
     payload = load_checkpoint(path)
     saved = payload["config"]
     changed = [
@@ -637,26 +655,26 @@ def _rows(images: tuple[ImageFile, ...]) -> torch.Tensor:
     return torch.tensor([image.row for image in images], dtype=torch.int64)
 
 
-def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _poll(should_cancel: Callable[[], bool], epoch: int) -> None:
+def poll_cancel(should_cancel: Callable[[], bool], epoch: int) -> None:
     if should_cancel():
         raise TrainingCancelled(epoch)
 
 
-def _never() -> bool:
+def never() -> bool:
     return False

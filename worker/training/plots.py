@@ -19,18 +19,20 @@ def plot_curves(
     val_loss: Sequence[float],
     val_accuracy: Sequence[float],
     path: Path,
+    loss_label: str = "cross-entropy",
+    accuracy_title: str = "Validation accuracy",
 ) -> None:
-    """Loss (train and val) and validation accuracy per epoch, side by side."""
+    """Loss (train and val) and validation accuracy (or mAP) per epoch, side by side."""
     # Figure + Agg canvas instead of pyplot: no global backend state, safe in any thread.
     figure = Figure(figsize=(10, 4), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     loss_axes.plot(epochs, train_loss, marker="o", label="train")
     loss_axes.plot(epochs, val_loss, marker="o", label="validation")
-    loss_axes.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
+    loss_axes.set(title="Loss", xlabel="epoch", ylabel=loss_label)
     loss_axes.legend()
     accuracy_axes.plot(epochs, [100 * a for a in val_accuracy], marker="o", color="tab:green")
-    accuracy_axes.set(title="Validation accuracy", xlabel="epoch", ylabel="%", ylim=(0, 100))
+    accuracy_axes.set(title=accuracy_title, xlabel="epoch", ylabel="%", ylim=(0, 100))
     for axes in (loss_axes, accuracy_axes):
         axes.grid(alpha=0.3)
         axes.xaxis.get_major_locator().set_params(integer=True)

@@ -113,3 +113,127 @@ def exported(
         model_version=MODEL_VERSION,
     )
     return ExportRun(manifest, out_dir, time.perf_counter() - started)
+
+
+# Detection: small torchvision detectors with random weights made to detect something.
+
+DETECTION_LABELS = ["red box", "blue box"]
+DETECTION_IMAGE_SIZE = 64
+DETECTOR = "ssdlite320_mobilenet_v3_large"
+# Random heads score everything near 1/3 (SSD) or near 0 (RetinaNet, FCOS); with the heads
+# shaken, this threshold leaves a few detections on some images and none on others.
+DETECTION_SCORE_THRESHOLD = 0.45
+DETECTION_METRICS = {"best_val_accuracy": 0.5, "map_50_95": 0.3, "per_class_ap": {"red box": 0.6}}
+RECTANGLE_COLOURS = torch.tensor([[0.95, 0.2, 0.15], [0.15, 0.3, 0.95]])
+
+
+def rectangle_images(count: int, size: int, seed: int) -> torch.Tensor:
+    """Textured dark images with one or two bright rectangles; the first one is blank."""
+    generator = torch.Generator().manual_seed(seed)
+    images = 0.1 + 0.15 * torch.rand(count, 3, size, size, generator=generator)
+    for index in range(1, count):
+        for _ in range(1 + index % 2):
+            w, h = torch.randint(size // 5, size // 2, (2,), generator=generator).tolist()
+            x = int(torch.randint(0, size - w, (1,), generator=generator))
+            y = int(torch.randint(0, size - h, (1,), generator=generator))
+            colour = RECTANGLE_COLOURS[int(torch.randint(0, 2, (1,), generator=generator))]
+            images[index, :, y : y + h, x : x + w] = colour.view(3, 1, 1)
+    return images.clamp(0, 1)
+
+
+def random_detector(
+    architecture: str, size: int = DETECTION_IMAGE_SIZE, seed: int = 0
+) -> nn.Module:
+    """A detector whose random weights give varied, image-dependent scores.
+
+    Freshly initialised, batch norm without statistics shrinks the features to ~1e-20 and
+    every score is the same: calibrate batch norm on noise (as the classifier fixture does),
+    then give the classification layer weights large enough to spread the scores.
+    """
+    from worker.detection.models import build_detector
+
+    torch.manual_seed(seed)
+    model, _ = build_detector(architecture, len(DETECTION_LABELS), size, "scratch", None)
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = None
+    model.eval()
+    model.backbone.train()
+    with torch.no_grad():
+        for _ in range(3):
+            batch, _ = model.transform(list(torch.rand(8, 3, size, size, generator=generator)))
+            model.backbone(batch.tensors)
+        model.eval()
+        if architecture.startswith("ssd"):
+            layers = [block[-1] for block in model.head.classification_head.module_list]
+        elif architecture.startswith("fasterrcnn"):
+            layers = [model.roi_heads.box_predictor.cls_score]
+        else:
+            layers = [model.head.classification_head.cls_logits]
+        for layer in layers:
+            fan_in = layer.weight[0].numel()
+            layer.weight.copy_(
+                3 * torch.randn(layer.weight.shape, generator=generator) / fan_in**0.5
+            )
+            layer.bias.zero_()
+    return model.requires_grad_(False)
+
+
+def reference_detections(
+    model: nn.Module, image: torch.Tensor, score_threshold: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What every export must return for one image, computed without the export package."""
+    import copy
+
+    detector = copy.deepcopy(model).eval()
+    heads = getattr(detector, "roi_heads", detector)
+    heads.score_thresh = score_threshold
+    heads.detections_per_img = min(heads.detections_per_img, 100)
+    with torch.no_grad():
+        (found,) = detector([image])
+    keep = found["labels"] > 0  # RetinaNet and FCOS may score torchvision's background
+    return found["boxes"][keep], found["scores"][keep], found["labels"][keep] - 1
+
+
+@dataclass
+class DetectionRun:
+    model: nn.Module
+    images: torch.Tensor
+    manifest: Manifest
+    out_dir: Path
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def ssdlite() -> nn.Module:
+    return random_detector(DETECTOR)
+
+
+@pytest.fixture(scope="session")
+def detection_images() -> torch.Tensor:
+    return rectangle_images(8, DETECTION_IMAGE_SIZE, seed=7)
+
+
+@pytest.fixture(scope="session")
+def detection_export(
+    ssdlite: nn.Module, detection_images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
+) -> DetectionRun:
+    """SSDlite exported once to every detection format (about half a minute on two cores)."""
+    from worker.export.detection import DETECTION_FORMATS, export_detector
+
+    out_dir = tmp_path_factory.mktemp("detection-exports")
+    started = time.perf_counter()
+    manifest = export_detector(
+        model=ssdlite,
+        class_names=DETECTION_LABELS,
+        image_size=DETECTION_IMAGE_SIZE,
+        architecture=DETECTOR,
+        formats=list(DETECTION_FORMATS),
+        check_images=detection_images,
+        out_dir=out_dir,
+        metrics=DETECTION_METRICS,
+        model_version=MODEL_VERSION,
+        score_threshold=DETECTION_SCORE_THRESHOLD,
+    )
+    return DetectionRun(ssdlite, detection_images, manifest, out_dir, time.perf_counter() - started)

@@ -1,0 +1,1 @@
+"""Object detection: annotation formats, detectors and their training."""

@@ -1,0 +1,157 @@
+"""export_detector: every requested format of a torchvision detector, each checked, one manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from worker.export.detection import coreml, onnx, torchscript
+from worker.export.detection.context import DetectionContext, Detections
+from worker.export.detection.wrapper import (
+    DEFAULT_SCORE_THRESHOLD,
+    normalisation,
+    num_classes,
+    wrap_detector,
+)
+from worker.export.exporter import (
+    FORMATS,
+    Format,
+    describe_file,
+    failures,
+    finish,
+    run_format,
+    validate_arguments,
+)
+from worker.export.manifest import (
+    DetectionOutputContract,
+    ExportedFile,
+    FormatResult,
+    Manifest,
+    detection_input_contract,
+    library_versions,
+    utcnow,
+)
+
+# The formats that can carry a detector (shared.contract.DETECTION_EXPORT_FORMATS): the lite
+# interpreter and ExecuTorch cannot (torchvision's ImageList, data-dependent NMS).
+DETECTION_FORMATS: tuple[str, ...] = ("onnx", "coreml", "torch")
+
+EXPORTERS: dict[str, Format[DetectionContext]] = {
+    "onnx": Format(onnx.export, onnx.check, (onnx.FILE_NAME,)),
+    "coreml": Format(coreml.export, coreml.check, (coreml.FILE_NAME,)),
+    "torch": Format(
+        torchscript.export, torchscript.check, (torchscript.FILE_NAME, torchscript.STATE_DICT_FILE)
+    ),
+}
+assert tuple(EXPORTERS) == DETECTION_FORMATS
+CLASSIFIER_ONLY = tuple(name for name in FORMATS if name not in DETECTION_FORMATS)
+
+
+def export_detector(
+    model: nn.Module,
+    class_names: list[str],
+    image_size: int,
+    architecture: str,
+    formats: list[str],
+    check_images: torch.Tensor,
+    out_dir: Path,
+    metrics: dict[str, Any],
+    model_version: str,
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+) -> Manifest:
+    """Export a torchvision detector in every requested format, check each, write the manifest.
+
+    model is the trained detector (num_classes = len(class_names) + 1, 0 the background);
+    every export takes one RGB image in [0, 1] at image_size² and returns boxes, scores and
+    0-based labels after its own NMS, keeping scores above score_threshold. Returns the
+    manifest when every format passed; raises ExportFailed (after writing the manifest for
+    what passed) when any failed, and ValueError, before exporting anything, for arguments
+    that make any export meaningless.
+    """
+    labels = list(class_names)
+    if not formats:
+        raise ValueError(f"formats must name at least one of {', '.join(DETECTION_FORMATS)}")
+    validate_arguments(labels, image_size, check_images, metrics, min_classes=1)
+    if not 0.0 < score_threshold < 1.0:
+        raise ValueError(f"score_threshold must be between 0 and 1 (got {score_threshold})")
+    wrapper, thresholds = wrap_detector(model, architecture, score_threshold)
+    detector = wrapper.detector
+    if num_classes(detector) != len(labels) + 1:
+        raise ValueError(
+            f"the detector scores {num_classes(detector) - 1} classes (plus background) "
+            f"but class_names has {len(labels)}"
+        )
+    # Imported here: a detection training module being broken must not stop classification.
+    from worker.detection.engine import preprocessing_description
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = check_images.detach().to("cpu", torch.float32).contiguous()
+    mean, std = normalisation(detector)
+    ctx = DetectionContext(
+        wrapper=wrapper,
+        labels=labels,
+        image_size=image_size,
+        architecture=architecture,
+        model_version=model_version,
+        thresholds=thresholds,
+        mean=mean,
+        std=std,
+        check_images=images,
+        reference=[],
+        out_dir=out_dir,
+    )
+    ctx.reference = ctx.run(wrapper)
+    requested = list(dict.fromkeys(formats))
+    results: dict[str, FormatResult] = {}
+    files: list[ExportedFile] = []
+    for name in requested:
+        if name in CLASSIFIER_ONLY:
+            why = (
+                f"format '{name}' cannot carry a detector "
+                f"(allowed for detection: {', '.join(DETECTION_FORMATS)})"
+            )
+            results[name] = FormatResult(format=name, status="failed", error=why)
+            continue
+        results[name], delivered = run_format(ctx, name, EXPORTERS)
+        files += [describe_file(name, path, role) for path, role in delivered]
+    manifest = Manifest(
+        task="detection",
+        model_version=model_version,
+        created_at=utcnow(),
+        architecture=architecture,
+        image_size=image_size,
+        labels=labels,
+        num_classes=len(labels),
+        input=detection_input_contract(
+            image_size, mean, std, preprocessing_description(image_size)
+        ),
+        output=output_contract(ctx),
+        thresholds=thresholds,
+        metrics=metrics,
+        requested_formats=requested,
+        formats=results,
+        files=files,
+        failed=failures(results),
+        libraries=library_versions(),
+    )
+    return finish(manifest, out_dir)
+
+
+def output_contract(ctx: DetectionContext) -> DetectionOutputContract:
+    """What every exported detector returns, with Core ML's form spelled out."""
+    return DetectionOutputContract(
+        shape=["detections", 4],
+        core_ml=(
+            f"{coreml.CONFIDENCE} (K×{len(ctx.labels)}, per-label confidence) and "
+            f"{coreml.COORDINATES} (K×4, centre x, centre y, width, height relative to the "
+            "image, origin top left); Vision turns them into VNRecognizedObjectObservation "
+            "(labels, boundingBox with origin bottom left). Core ML's NMS gives each box one "
+            "label (its best) where torchvision may keep a box for two labels"
+        ),
+    )
+
+
+__all__ = ["DETECTION_FORMATS", "Detections", "export_detector"]
