@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from azure.core.exceptions import AzureError
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from shared.contract import (
@@ -54,6 +54,11 @@ class ApiSettings(CommonSettings):
     api_tokens: SecretStr | None = None
     default_webhook_url: str | None = None
     webhook_allow_private: bool = False
+    worker_mode: Literal["always_on", "on_demand"] = Field(
+        default="always_on",
+        description="always_on: a worker heartbeat must be fresh for /checkserver/ to be Ok; "
+        "on_demand: workers start per queued job (Container Apps job), so none may be online",
+    )
 
     @model_validator(mode="after")
     def _tokens_outside_dev(self) -> ApiSettings:
@@ -269,7 +274,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         responses={503: {"model": CheckServerResponse}, 401: {"model": ErrorResponse}},
     )
     def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
-        """Ok when the table and queue answer and at least one worker heartbeat is fresh."""
+        """Ok when the table and queue answer and a worker heartbeat is fresh.
+
+        With `AITRAINER_WORKER_MODE=on_demand` workers start per queued job, so zero online
+        workers is the idle state and the answer is Ok as long as storage answers.
+        """
         try:
             workers = services.workers.online(services.settings.worker_fresh_seconds)
             waiting = services.queue.depth()
@@ -278,6 +287,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             body = CheckServerResponse(result="Failed", message=STORAGE_DOWN)
             return JSONResponse(body.model_dump(), 503)
         counts = f"{_count(len(workers), 'worker')} online, {_count(waiting, 'job')} waiting"
+        if services.settings.worker_mode == "on_demand":
+            message = f"{counts}; workers start on demand"
+            return JSONResponse(CheckServerResponse(result="Ok", message=message).model_dump())
         if workers:
             return JSONResponse(CheckServerResponse(result="Ok", message=counts).model_dump())
         body = CheckServerResponse(result="Failed", message=f"no worker online; {counts}")

@@ -2,6 +2,9 @@
 
 Kept thin on purpose; everything testable lives in `api.py`. Authorization is ours
 (tokens from settings), so the Functions host's own keys are off (ANONYMOUS).
+
+Deployed, this file is the root `function_app.py` and the API package is `aitrainer_api`:
+`python -m infra.package_functions` rewrites the import below (see its docstring for why).
 """
 
 import azure.functions as func

@@ -37,7 +37,8 @@ def closure(names: list[str]) -> set[str]:
     return seen
 
 
-def test_function_app_imports_without_the_worker_packages() -> None:
+def worker_only_modules() -> list[str]:
+    """Top-level modules installed here that requirements/api.txt does not bring."""
     allowed_dists = closure(requirement_names(REPO / "requirements" / "api.txt"))
     owners = metadata.packages_distributions()
     allowed = {
@@ -45,7 +46,11 @@ def test_function_app_imports_without_the_worker_packages() -> None:
         for module, dists in owners.items()
         if any(d.lower().replace("_", "-") in allowed_dists for d in dists)
     }
-    blocked = sorted(set(owners) - allowed - {"shared", "function_app"})
+    return sorted(set(owners) - allowed - {"shared", "function_app"})
+
+
+def test_function_app_imports_without_the_worker_packages() -> None:
+    blocked = worker_only_modules()
     assert "torch" in blocked and "numpy" in blocked  # the guard guards something
     program = f"""
 import sys

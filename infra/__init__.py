@@ -1,0 +1,1 @@
+"""Deployment: Bicep templates, azd hooks and the Functions packaging script."""

@@ -1,0 +1,134 @@
+// Every role assignment of the system, at the narrowest scope that works: the account, the
+// vault, the registry, the Application Insights component. Principals are the user-assigned
+// identities of identity.bicep.
+param storageAccountName string
+param keyVaultName string
+param registryName string
+param appInsightsName string
+param apiPrincipalId string
+param workerPrincipalId string
+
+// Built-in role definition ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+}
+var principals = {
+  api: apiPrincipalId
+  worker: workerPrincipalId
+}
+
+// api: the Functions host's own storage (AzureWebJobsStorage wants Blob Data Owner), the
+// deployment package, the models container and the user delegation key behind download SAS
+// (generateUserDelegationKey is part of both blob data roles); rows and queue messages.
+// worker: checkpoints and exports, rows and heartbeats, queue leases and the poison queue;
+// KEDA's azure-queue scaler reads the queue length with the same identity.
+var storageGrants = [
+  {
+    principal: 'api'
+    role: 'storageBlobDataOwner'
+  }
+  {
+    principal: 'api'
+    role: 'storageQueueDataContributor'
+  }
+  {
+    principal: 'api'
+    role: 'storageTableDataContributor'
+  }
+  {
+    principal: 'worker'
+    role: 'storageBlobDataContributor'
+  }
+  {
+    principal: 'worker'
+    role: 'storageQueueDataContributor'
+  }
+  {
+    principal: 'worker'
+    role: 'storageTableDataContributor'
+  }
+]
+var vaultGrants = [
+  {
+    principal: 'api'
+    role: 'keyVaultSecretsUser'
+  }
+  {
+    principal: 'worker'
+    role: 'keyVaultSecretsUser'
+  }
+]
+var registryGrants = [
+  {
+    principal: 'worker'
+    role: 'acrPull'
+  }
+]
+var appInsightsGrants = [
+  {
+    principal: 'api'
+    role: 'monitoringMetricsPublisher'
+  }
+]
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
+
+resource storageAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in storageGrants: {
+  name: guid(storage.id, principals[grant.principal], roles[grant.role])
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
+    principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource vaultAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in vaultGrants: {
+  name: guid(vault.id, principals[grant.principal], roles[grant.role])
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
+    principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource registryAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in registryGrants: {
+  name: guid(registry.id, principals[grant.principal], roles[grant.role])
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
+    principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource appInsightsAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in appInsightsGrants: {
+  name: guid(appInsights.id, principals[grant.principal], roles[grant.role])
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
+    principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]

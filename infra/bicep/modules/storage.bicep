@@ -1,0 +1,123 @@
+// The account both components share: tables, queues, the models container and the Function
+// App's deployment container. Identity only: shared keys (and so connection strings and
+// account-key SAS) are off; download URLs are user-delegation SAS.
+param name string
+param location string
+param tags object
+
+@description('trainingsTable, workersTable, jobsQueue, poisonQueue, modelsContainer, deploymentContainer')
+param names object
+
+@description('Blobs tagged aitrainer-kind=checkpoint older than this are deleted')
+param checkpointRetentionDays int
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Allow'
+      bypass: 'AzureServices'
+    }
+  }
+
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource containers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for container in [names.modelsContainer, names.deploymentContainer]: {
+  parent: blobService
+  name: container
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource queues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queue in [names.jobsQueue, names.poisonQueue]: {
+  parent: queueService
+  name: queue
+}]
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for table in [names.trainingsTable, names.workersTable]: {
+  parent: tableService
+  name: table
+}]
+
+// Checkpoints are only needed to resume a training. Lifecycle filters match a prefix from
+// the container's root or blob index tags; checkpoints sit at <profile>/<project>/checkpoints/,
+// so the rule matches the tag the uploader sets (docs/deploy.md: "Checkpoint clean-up").
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'delete-old-checkpoints'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [
+                'blockBlob'
+              ]
+              prefixMatch: [
+                '${names.modelsContainer}/'
+              ]
+              blobIndexMatch: [
+                {
+                  name: 'aitrainer-kind'
+                  op: '=='
+                  value: 'checkpoint'
+                }
+              ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: checkpointRetentionDays
+                }
+              }
+            }
+          }
+        }
+      ]
+    }
+  }
+}
+
+output name string = account.name
+output id string = account.id
+output blobEndpoint string = account.properties.primaryEndpoints.blob
