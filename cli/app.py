@@ -122,7 +122,8 @@ def cli() -> None:
     "exports",
     multiple=True,
     metavar="FORMAT",
-    help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default onnx, coreml).",
+    help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default onnx, "
+    "coreml; detection: onnx, coreml, torch, coreml only for SSDlite).",
 )
 @click.option(
     "--model-type",

@@ -37,7 +37,7 @@ from shared.contract import (
 from shared.sealing import seal
 from shared.settings import DEV_API_TOKEN, CommonSettings
 from shared.storage.account import StorageAccount
-from shared.storage.artifacts import training_prefix
+from shared.storage.artifacts import resume_prefix, training_prefix
 from shared.storage.jobs import JobsTable, StaleRow, TrainingExists, TrainingNotFound
 from shared.storage.queue import JobQueue
 from shared.storage.workers import WorkersTable
@@ -414,7 +414,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 f"training '{project_name}' is {row.state.value}; cancel it or wait until it "
                 "ends before deleting it",
             )
-        removed = services.artifacts.delete_prefix(training_prefix(profile_id, project_name))
+        removed = sum(
+            services.artifacts.delete_prefix(prefix(profile_id, project_name))
+            for prefix in (training_prefix, resume_prefix)
+        )
         try:
             services.jobs.delete(profile_id, project_name, etag)
         except StaleRow as error:

@@ -62,6 +62,7 @@ DEFAULT_STEP_SIZE = 10
 DEFAULT_GAMMA = 0.1
 MIN_EPOCHS, MAX_EPOCHS = 2, 99
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 768
+MIN_DETECTION_BATCH_SIZE = 2
 # The seed's dev VM allows 36; deployments with larger GPUs raise it in settings.
 DEFAULT_MAX_BATCH_SIZE = 36
 
@@ -325,6 +326,13 @@ class StartTrainingRequest(BaseModel):
                 f"(allowed: {', '.join(architectures)})",
             )
         if self.model_type == "detection":
+            # SSDlite's head normalises 1×1 feature maps: batch norm needs two images.
+            if self.batch_size < MIN_DETECTION_BATCH_SIZE:
+                raise _fail(
+                    "batch_size",
+                    f"batch_size must be at least {MIN_DETECTION_BATCH_SIZE} for detection "
+                    f"(got {self.batch_size})",
+                )
             # Refused here, not after an hour of GPU time, when the export would fail.
             refused = [name for name in self.export if name not in DETECTION_EXPORT_FORMATS]
             if refused:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from shared.contract import State, StatusResponse, TrainingRow, utcnow
-from shared.storage.artifacts import ArtifactStore, training_prefix
+from shared.storage.artifacts import ArtifactStore, resume_prefix, training_prefix
 from shared.storage.jobs import JobsTable
 from worker.detection import engine as detection
 from worker.detection.annotations import load_detection_dataset
@@ -48,7 +48,7 @@ from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
 
-CHECKPOINT_BLOB = "checkpoints/checkpoint_last.pt"
+CHECKPOINT_BLOB = "checkpoint_last.pt"  # under the training's resume_prefix
 CHECK_IMAGES = 32  # images each export is compared with PyTorch on
 
 
@@ -103,6 +103,7 @@ class Job:
         self.flags = flags
         self.redact = redact
         self.prefix = training_prefix(row.profile_id, row.project_name)
+        self.resume_blob = resume_prefix(row.profile_id, row.project_name) + CHECKPOINT_BLOB
         assert settings.webhook_secret is not None  # settings fill it in dev, require it else
         self.webhooks = WebhookSender(
             row.webhook_url,
@@ -289,7 +290,7 @@ class Job:
         )
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
-        blob = self.prefix + CHECKPOINT_BLOB
+        blob = self.resume_blob
         if self.row.current_epoch == 0 or not self.artifacts.exists(blob):
             return None
         path = workspace / "resume" / "checkpoint_last.pt"
@@ -299,7 +300,7 @@ class Job:
 
     def _epoch_done(self, report: EpochReport) -> None:
         # Upload first: a row that says "epoch k" promises a checkpoint to resume from.
-        self.artifacts.upload_file(self.out_dir / CHECKPOINT_LAST, self.prefix + CHECKPOINT_BLOB)
+        self.artifacts.upload_file(self.out_dir / CHECKPOINT_LAST, self.resume_blob)
 
         def change(row: TrainingRow) -> None:
             row.current_epoch = report.epoch

@@ -19,8 +19,19 @@ from azure.storage.blob import (
 _SAS_SKEW = timedelta(minutes=5)
 
 
+# Resume checkpoints live apart from the delivered files, under a root folder no profile id
+# can name (ids never start with a dot), so one lifecycle rule can expire abandoned ones.
+RESUME_ROOT = ".resume/"
+
+
 def training_prefix(profile_id: str, project_name: str) -> str:
+    """Where a training's delivered files live: exports, manifest, metrics, plots."""
     return f"{profile_id}/{project_name}/"
+
+
+def resume_prefix(profile_id: str, project_name: str) -> str:
+    """Where a training's resume checkpoint lives while it runs."""
+    return RESUME_ROOT + training_prefix(profile_id, project_name)
 
 
 class ArtifactStore:

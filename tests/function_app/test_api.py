@@ -191,10 +191,12 @@ def test_delete_of_a_finished_training_removes_row_and_blobs_and_frees_the_name(
     finish(settings, "alice", name, State.SUCCESS)
     artifacts = StorageAccount(settings).artifacts()
     artifacts.upload_bytes(b"model", f"alice/{name}/model.onnx")
+    artifacts.upload_bytes(b"resume", f".resume/alice/{name}/checkpoint_last.pt")
     artifacts.upload_bytes(b"other", f"alice/{name}-2/model.onnx")  # a neighbour: must stay
     response = client.delete(f"/trainings/alice/{name}")
     assert response.status_code == 200
     assert artifacts.list(f"alice/{name}/") == []
+    assert artifacts.list(f".resume/alice/{name}/") == []
     assert artifacts.list(f"alice/{name}-2/") == [f"alice/{name}-2/model.onnx"]
     assert client.get(f"/statustraining/alice/{name}").status_code == 404
     assert client.post("/starttraining/", json=body).status_code == 202

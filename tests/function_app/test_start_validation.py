@@ -112,6 +112,11 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
         "(got fcos_resnet50_fpn); use onnx or torch",
     ),
     (
+        "detection with batch_size 1",
+        {"model_type": "detection", "batch_size": 1},
+        "batch_size must be at least 2 for detection (got 1)",
+    ),
+    (
         "detection with a classifier",
         {"model_type": "detection", "architecture": "resnet18"},
         "architecture 'resnet18' is not available for detection (allowed: ssdlite320",

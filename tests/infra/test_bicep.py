@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings
 
 from function_app.api import ApiSettings
 from shared.settings import CommonSettings
+from shared.storage.artifacts import RESUME_ROOT, resume_prefix, training_prefix
 from tests.infra.bicep import (
     BICEP,
     REPO,
@@ -151,15 +152,15 @@ def test_storage_creates_every_table_queue_and_container_the_settings_name() -> 
         assert f"names.{key}" in created[kind], (field, value)
 
 
-def test_a_lifecycle_rule_deletes_old_checkpoints_in_the_models_container() -> None:
+def test_a_lifecycle_rule_deletes_old_resume_checkpoints_and_nothing_else() -> None:
     storage = module("storage")
     (policy,) = resources(storage, "Microsoft.Storage/storageAccounts/managementPolicies").values()
     (rule,) = policy["properties"]["policy"]["rules"]
     filters, actions = rule["definition"]["filters"], rule["definition"]["actions"]
-    assert filters["prefixMatch"] == ["${names.modelsContainer}/"]
-    assert filters["blobIndexMatch"] == [
-        {"name": "aitrainer-kind", "op": "==", "value": "checkpoint"}
-    ]
+    # The worker's resume blobs live under RESUME_ROOT; the delivered files must not match.
+    assert filters["prefixMatch"] == ["${names.modelsContainer}/" + RESUME_ROOT]
+    assert resume_prefix("alice", "teeth").startswith(RESUME_ROOT)
+    assert not training_prefix("alice", "teeth").startswith(RESUME_ROOT)
     delete = actions["baseBlob"]["delete"]
     assert delete == {"daysAfterModificationGreaterThan": "checkpointRetentionDays"}
     assert module_params("storage")["checkpointRetentionDays"] == "checkpointRetentionDays"
@@ -376,6 +377,8 @@ def test_container_apps_job_scales_from_zero_on_the_jobs_queue_with_its_identity
     assert rule["identity"] == "identityId" and "auth" not in rule  # no connection string
     assert rule["metadata"]["queueName"] == "jobsQueue"
     assert rule["metadata"]["accountName"] == "storageAccountName"
+    # A leased (training) or delayed (retrying) message must not start another execution.
+    assert rule["metadata"]["queueLengthStrategy"] == "visibleonly"
     params = module_params("workerJob")
     assert (
         resolve(params["jobsQueue"], main())

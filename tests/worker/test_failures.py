@@ -212,7 +212,7 @@ def test_cancel_stops_a_running_training_and_keeps_its_checkpoint(
     names = [
         b.name for b in StorageAccount(settings).container(settings.models_container).list_blobs()
     ]
-    assert "clinic/teeth/checkpoints/checkpoint_last.pt" in names
+    assert ".resume/clinic/teeth/checkpoint_last.pt" in names
 
 
 def test_a_job_that_keeps_failing_ends_failed_in_the_poison_queue(

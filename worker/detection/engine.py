@@ -3,6 +3,8 @@ cancel, warm stop, checkpoints, metrics.json, curves) with boxes, a detection lo
 
 Every image is stretched to image_size² (no crop, so no box is lost); boxes are scaled with
 it. The detector normalises its own input, so batches reach it as RGB in [0, 1].
+Detectors run in float32 on every device: under bf16 autocast torchvision decodes boxes in
+bf16, whose spacing is 2 px between 256 and 512, which would blur losses and mAP.
 `accuracy` everywhere (EpochReport.val_accuracy, the status row) is mAP@0.5 on validation.
 """
 
@@ -31,7 +33,7 @@ from torch.optim.lr_scheduler import StepLR
 from torchvision.transforms.v2 import functional as F
 
 from worker.detection.annotations import AnnotatedImage, DetectionDataset, load_detection_dataset
-from worker.detection.augment import DetectionAugment, Target
+from worker.detection.augment import MIN_BOX_SIDE, PIXEL_MAX, DetectionAugment, Target
 from worker.detection.metrics import DetectionEvaluator, DetectionReport
 from worker.detection.models import build_detector
 from worker.training.batches import batch_sizes
@@ -46,7 +48,6 @@ from worker.training.engine import (
     EpochReport,
     TrainConfig,
     TrainingInterrupted,
-    autocast_for,
     cpu_state,
     load_resumable,
     never,
@@ -59,7 +60,6 @@ from worker.training.preprocessing import open_upright_rgb
 
 log = logging.getLogger(__name__)
 
-PIXEL_MAX = 255.0
 # Training images whose plain (unaugmented) views re-estimate batch-norm statistics before
 # each evaluation; a few hundred give stable estimates.
 RECALIBRATION_IMAGES = 256
@@ -139,6 +139,14 @@ class DetectionImages:
             images = self.pixels.index_select(0, index)
         else:
             decoded = self._decode_all(rows)
+            unreadable = [
+                self.images[row].path
+                for row, image in zip(rows, decoded, strict=True)
+                if image is None
+            ]
+            if unreadable:
+                # Checked readable at the start: the file changed under the job.
+                raise DatasetError(f"'{unreadable[0]}' could not be decoded any more")
             images = torch.stack([image for image in decoded if image is not None])
         return images.to(self.device, non_blocking=True), [self.targets[row] for row in rows]
 
@@ -255,12 +263,11 @@ def train_detector(
         scheduler.step()
         calibration = train_rows[:RECALIBRATION_IMAGES]
         eval_batch = config.batch_size * EVAL_BATCH_FACTOR
-        _recalibrate_batch_norm(
-            model,
-            _batches(data, calibration, batch_sizes(len(calibration), eval_batch, True)),
-            device,
-            poll,
-        )
+        calibration_sizes = batch_sizes(len(calibration), eval_batch, True)
+        if calibration_sizes:  # one lone image cannot estimate batch statistics
+            _recalibrate_batch_norm(
+                model, _batches(data, calibration, calibration_sizes), device, poll
+            )
         eval_sizes = batch_sizes(len(val_rows), eval_batch, False)
         val_loss = _validation_loss(model, _batches(data, val_rows, eval_sizes), device, poll)
         report_now = _evaluate(
@@ -426,8 +433,7 @@ def _train_one_epoch(
     for images, targets in batches:
         poll()
         inputs, moved = augment(images, targets)
-        with autocast_for(device):
-            losses = model(list(inputs), moved)
+        losses = model(list(inputs), moved)
         loss = sum(losses.values())
         assert isinstance(loss, torch.Tensor)
         optimizer.zero_grad(set_to_none=True)
@@ -453,8 +459,7 @@ def _validation_loss(
     with _loss_mode(model), torch.random.fork_rng(devices=_cuda_devices(device)):
         for images, targets in batches:
             poll()
-            with autocast_for(device):
-                losses = model(list(images.float() / PIXEL_MAX), targets)
+            losses = model(list(images.float() / PIXEL_MAX), targets)
             loss_sum += sum(losses.values()).float() * len(targets)
             images_seen += len(targets)
     return (loss_sum / max(1, images_seen)).item()
@@ -472,17 +477,9 @@ def _evaluate(
     evaluator = DetectionEvaluator(len(class_names), class_names)
     for images, targets in batches:
         poll()
-        with autocast_for(device):
-            predictions = model(list(images.float() / PIXEL_MAX))
+        predictions = model(list(images.float() / PIXEL_MAX))
         evaluator.add(
-            [
-                {
-                    "boxes": p["boxes"].float().cpu(),
-                    "scores": p["scores"].float().cpu(),
-                    "labels": p["labels"].cpu() - 1,
-                }
-                for p in predictions
-            ],
+            [_dataset_labels(p) for p in predictions],
             [{"boxes": t["boxes"].cpu(), "labels": t["labels"].cpu() - 1} for t in targets],
         )
     return evaluator.report()
@@ -515,12 +512,26 @@ def _recalibrate_batch_norm(
     try:
         for images, _ in batches:
             poll()
-            with autocast_for(device):
-                model(list(images.float() / PIXEL_MAX))
+            model(list(images.float() / PIXEL_MAX))
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
             norm.momentum = momentum
         model.eval()
+
+
+def _dataset_labels(prediction: Target) -> Target:
+    """A torchvision prediction on the CPU with 0-based dataset labels.
+
+    RetinaNet and FCOS score the background column like any class, so an undertrained one
+    can predict label 0: that is no class of the dataset, and is dropped.
+    """
+    labels = prediction["labels"].cpu()
+    keep = labels > 0
+    return {
+        "boxes": prediction["boxes"].float().cpu()[keep],
+        "scores": prediction["scores"].float().cpu()[keep],
+        "labels": labels[keep] - 1,
+    }
 
 
 @contextmanager
@@ -552,7 +563,10 @@ def _target(image: AnnotatedImage, size: int, device: torch.device) -> Target:
     )
     boxes = torch.tensor(image.boxes, dtype=torch.float32).reshape(-1, 4) * scale
     labels = torch.tensor(image.labels, dtype=torch.int64) + 1
-    return {"boxes": boxes.to(device), "labels": labels.to(device)}
+    # A box that shrinks below MIN_BOX_SIDE at this size is no object the detector can see
+    # (and one that rounds to zero width makes torchvision refuse the whole batch).
+    keep = (boxes[:, 2] - boxes[:, 0] >= MIN_BOX_SIDE) & (boxes[:, 3] - boxes[:, 1] >= MIN_BOX_SIDE)
+    return {"boxes": boxes[keep].to(device), "labels": labels[keep].to(device)}
 
 
 def _decode(path: Path, size: int) -> torch.Tensor | None:

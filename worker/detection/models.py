@@ -63,8 +63,9 @@ def build_detector(
     """A detector for num_classes dataset classes taking image_size² images.
 
     pretrained "fail" requires the ImageNet backbone in weights_dir, "scratch" uses it when
-    there and trains from scratch otherwise; True/False rebuild a checkpoint's structure (a
-    pretrained backbone has frozen batch norm and a different tail, so they differ). The
+    there and trains from scratch otherwise; True/False rebuild a checkpoint's structure (with
+    a pretrained backbone torchvision freezes layers and batch norm, SSDlite keeps a longer
+    tail, so the two differ). The
     bool returned says the backbone weights were loaded.
     """
     _require_known(architecture)

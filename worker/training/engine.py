@@ -594,7 +594,9 @@ class ArtifactPaths:
 
 def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
     payload = load_checkpoint(path)
-    saved = payload["config"]
+    # A checkpoint from before a field existed ran with that field's default (task: they
+    # were all classifiers).
+    saved = TrainConfig.from_dict(payload["config"]).to_dict()
     changed = [
         f"{name} {saved.get(name)!r} → {getattr(config, name)!r}"
         for name in RESULT_DEFINING_FIELDS

@@ -8,7 +8,7 @@ param tags object
 @description('trainingsTable, workersTable, jobsQueue, poisonQueue, modelsContainer, deploymentContainer')
 param names object
 
-@description('Blobs tagged aitrainer-kind=checkpoint older than this are deleted')
+@description('Resume checkpoints (models/.resume/) not modified for this many days are deleted')
 param checkpointRetentionDays int
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -75,9 +75,8 @@ resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-
   name: table
 }]
 
-// Checkpoints are only needed to resume a training. Lifecycle filters match a prefix from
-// the container's root or blob index tags; checkpoints sit at <profile>/<project>/checkpoints/,
-// so the rule matches the tag the uploader sets (docs/deploy.md: "Checkpoint clean-up").
+// Resume checkpoints are only needed while a training runs. Lifecycle filters match a prefix
+// from the container's root; they live under .resume/ (docs/deploy.md: "Checkpoint clean-up").
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account
   name: 'default'
@@ -94,14 +93,9 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
                 'blockBlob'
               ]
               prefixMatch: [
-                '${names.modelsContainer}/'
-              ]
-              blobIndexMatch: [
-                {
-                  name: 'aitrainer-kind'
-                  op: '=='
-                  value: 'checkpoint'
-                }
+                // Resume checkpoints (shared/storage/artifacts.py RESUME_ROOT): rewritten every
+                // epoch while a training runs, useless once it ended.
+                '${names.modelsContainer}/.resume/'
               ]
             }
             actions: {

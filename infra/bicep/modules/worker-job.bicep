@@ -119,6 +119,9 @@ resource job 'Microsoft.App/jobs@2025-01-01' = {
                 accountName: storageAccountName
                 queueName: jobsQueue
                 queueLength: '1'
+                // Count only visible messages: one being trained, or waiting out its retry
+                // delay, is invisible and must not start another (idle) GPU execution.
+                queueLengthStrategy: 'visibleonly'
                 cloud: 'AzurePublicCloud'
               }
             }

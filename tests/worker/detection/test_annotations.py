@@ -449,6 +449,9 @@ def test_yolo_class_names_from_a_names_map_or_classes_txt(tmp_path: Path) -> Non
     (tmp_path / "data.yaml").unlink()
     (tmp_path / "labels" / "classes.txt").write_text("square\nbar\n")
     assert load_detection_dataset(tmp_path).class_names == NAMES
+    (tmp_path / "labels" / "classes.txt").write_text("square\nsquare\n")
+    with pytest.raises(DatasetError, match=r"labels/classes\.txt names class 'square' twice"):
+        load_detection_dataset(tmp_path)
     (tmp_path / "labels" / "classes.txt").unlink()
     with pytest.raises(DatasetError, match="need class names"):
         load_detection_dataset(tmp_path)

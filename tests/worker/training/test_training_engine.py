@@ -12,6 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.worker.training.conftest import FAST_CONFIG
+from worker.training.checkpoint import save_checkpoint
 from worker.training.engine import (
     EpochReport,
     TrainConfig,
@@ -19,6 +21,7 @@ from worker.training.engine import (
     TrainingInterrupted,
     eval_transform,
     load_best,
+    load_resumable,
     train,
 )
 from worker.training.models import WeightsMissingError
@@ -243,3 +246,19 @@ def test_invalid_options_fail_fast_naming_the_option(option: str, value: Any, me
     with pytest.raises(ValueError) as raised:
         TrainConfig(**{option: value})
     assert message in str(raised.value)
+
+
+def test_a_checkpoint_from_before_the_task_field_resumes_as_classification(
+    tmp_path: Path,
+) -> None:
+    saved = FAST_CONFIG.to_dict()
+    del saved["task"]  # checkpoints written before detection existed
+    save_checkpoint({"config": saved}, tmp_path / "old.pt")
+    assert load_resumable(tmp_path / "old.pt", FAST_CONFIG)["config"] == saved
+    with pytest.raises(ValueError, match=r"changed: task 'classification' → 'detection'"):
+        load_resumable(
+            tmp_path / "old.pt",
+            dataclasses.replace(
+                FAST_CONFIG, task="detection", architecture="ssdlite320_mobilenet_v3_large"
+            ),
+        )

@@ -84,7 +84,7 @@ def _read_names(root: Path, path: Path) -> tuple[str, ...]:
     except UnicodeDecodeError as error:
         raise DatasetError(f"{name} is not UTF-8 text ({error.reason})") from None
     if path.suffix.lower() == ".txt":
-        return tuple(line.strip() for line in text.splitlines() if line.strip())
+        return _unique(name, tuple(line.strip() for line in text.splitlines() if line.strip()))
     try:
         doc: Any = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -107,6 +107,15 @@ def _read_names(root: Path, path: Path) -> tuple[str, ...]:
         f"{name}: nc is {count} but 'names' lists {len(names)} classes",
     )
     require(all(names), f"{name}: 'names' has an empty name")
+    return _unique(name, names)
+
+
+def _unique(file_name: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Two ids with one name would be one class in the app and two in training."""
+    seen: set[str] = set()
+    for class_name in names:
+        require(class_name not in seen, f"{file_name} names class '{class_name}' twice")
+        seen.add(class_name)
     return names
 
 
