@@ -322,4 +322,5 @@ output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
 output AITRAINER_WORKER_HOSTING string = workerHosting
 output AITRAINER_WORKER_VM_NAMES string = workerHosting == 'vm' ? join(workerVm.outputs.names, ' ') : ''
 output AITRAINER_WORKER_JOB_NAME string = workerHosting == 'containerAppsJob' ? workerJob.outputs.name : ''
+output AITRAINER_WORKER_JOB_MAX_EXECUTIONS int = workerJobMaxExecutions
 output AITRAINER_JOBS_QUEUE string = storageNames.jobsQueue

@@ -26,7 +26,10 @@ azd env set AITRAINER_WORKER_IMAGE "$image" >/dev/null
 
 if [ "$hosting" = "containerAppsJob" ]; then
   job=$(azd env get-value AITRAINER_WORKER_JOB_NAME)
-  az containerapp job update --name "$job" --resource-group "$group" --image "$image" >/dev/null
+  # Provisioned without an image, the job allows no executions (worker-job.bicep): lift that.
+  executions=$(azd env get-value AITRAINER_WORKER_JOB_MAX_EXECUTIONS)
+  az containerapp job update --name "$job" --resource-group "$group" --image "$image" \
+    --max-executions "$executions" >/dev/null
   echo "worker-image: job ${job} runs ${image}"
 else
   for vm in $(azd env get-value AITRAINER_WORKER_VM_NAMES); do

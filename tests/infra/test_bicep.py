@@ -372,6 +372,13 @@ def test_container_apps_job_scales_from_zero_on_the_jobs_queue_with_its_identity
     assert configuration["triggerType"] == "Event"
     scale = configuration["eventTriggerConfig"]["scale"]
     assert scale["minExecutions"] == 0
+    # The placeholder image (before the first build) must not burn GPU time on queued jobs.
+    conditional = scale["maxExecutions"]["operator"]["operands"]
+    assert conditional["condition"]["function"] == {
+        "type": "empty",
+        "parameters": {"item_to_test": "image"},
+    }
+    assert (conditional["true_value"], conditional["false_value"]) == (0, "maxExecutions")
     (rule,) = scale["rules"]
     assert rule["type"] == "azure-queue"
     assert rule["identity"] == "identityId" and "auth" not in rule  # no connection string

@@ -108,7 +108,9 @@ resource job 'Microsoft.App/jobs@2025-01-01' = {
         replicaCompletionCount: 1
         scale: {
           minExecutions: 0
-          maxExecutions: maxExecutions
+          // No executions until a worker image exists: the placeholder would start GPU
+          // containers that take nothing off the queue, again at every poll.
+          maxExecutions: empty(image) ? 0 : maxExecutions
           pollingInterval: 30
           rules: [
             {
