@@ -80,29 +80,36 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
         f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
         ctx.reference,
         probabilities,
-        details={"opset": _opset(model), "metadata_keys": sorted(custom)},
+        details={"opset": opset_of(model), "metadata_keys": sorted(custom)},
     )
     return with_problems(result, problems)
 
 
-def _opset(model: ModelProto) -> int:
+def opset_of(model: ModelProto) -> int:
+    """The default-domain opset the model was exported with (0 when none is declared)."""
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
-def _structure_problems(ctx: ExportContext, model: ModelProto) -> list[str]:
+def file_problems(model: ModelProto, metadata: dict[str, str], min_opset: int) -> list[str]:
+    """What every delivered ONNX file must be: a recent opset, one file, its metadata inside."""
     import onnx
 
     problems = []
-    if _opset(model) < MIN_OPSET:
-        problems.append(f"opset {_opset(model)} < {MIN_OPSET}")
+    if opset_of(model) < min_opset:
+        problems.append(f"opset {opset_of(model)} < {min_opset}")
     uses_external = onnx.external_data_helper.uses_external_data
     external = [t.name for t in model.graph.initializer if uses_external(t)]
     if external:
         problems.append(f"{len(external)} initializers use external data (not one file)")
     props = {p.key: p.value for p in model.metadata_props}
-    missing = [key for key, value in ctx.string_metadata().items() if props.get(key) != value]
+    missing = [key for key, value in metadata.items() if props.get(key) != value]
     if missing:
         problems.append(f"metadata_props missing or different: {', '.join(missing)}")
+    return problems
+
+
+def _structure_problems(ctx: ExportContext, model: ModelProto) -> list[str]:
+    problems = file_problems(model, ctx.string_metadata(), MIN_OPSET)
     inputs = list(model.graph.input)
     if [i.name for i in inputs] != [INPUT_NAME]:
         problems.append(f"inputs are {[i.name for i in inputs]}, expected ['{INPUT_NAME}']")

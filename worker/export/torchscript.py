@@ -6,6 +6,7 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
+from typing import Protocol
 
 import torch
 
@@ -52,7 +53,15 @@ def traced(ctx: ExportContext) -> torch.jit.ScriptModule:
     return module
 
 
-def extra_files(ctx: ExportContext) -> dict[str, str]:
+class SelfDescribing(Protocol):
+    """What an archive's extra files are written from (a classifier's or a detector's run)."""
+
+    labels: list[str]
+
+    def string_metadata(self) -> dict[str, str]: ...
+
+
+def extra_files(ctx: SelfDescribing) -> dict[str, str]:
     """Files stored inside .pt/.ptl archives so they describe themselves."""
     return {
         EXTRA_LABELS: "".join(f"{label}\n" for label in ctx.labels),

@@ -23,6 +23,7 @@ from worker.export.context import INPUT_NAME, PRODUCER, Exported
 from worker.export.detection.context import OUTPUT_NAMES, DetectionContext, Detections
 from worker.export.detection.parity import compare
 from worker.export.manifest import Check
+from worker.export.onnx import file_problems, opset_of
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -145,28 +146,15 @@ def check(ctx: DetectionContext, exported: Exported) -> Check:
         candidates,
         ctx.thresholds,
         len(ctx.labels),
-        details={"opset": _opset(model), "metadata_keys": sorted(custom)},
+        details={"opset": opset_of(model), "metadata_keys": sorted(custom)},
     )
     return with_problems(result, problems)
-
-
-def _opset(model: ModelProto) -> int:
-    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
 def _structure_problems(ctx: DetectionContext, model: ModelProto) -> list[str]:
     import onnx
 
-    problems = []
-    if _opset(model) < MIN_OPSET:
-        problems.append(f"opset {_opset(model)} < {MIN_OPSET}")
-    uses_external = onnx.external_data_helper.uses_external_data
-    if any(uses_external(t) for t in model.graph.initializer):
-        problems.append("initializers use external data (not one file)")
-    props = {p.key: p.value for p in model.metadata_props}
-    missing = [key for key, value in ctx.string_metadata().items() if props.get(key) != value]
-    if missing:
-        problems.append(f"metadata_props missing or different: {', '.join(missing)}")
+    problems = file_problems(model, ctx.string_metadata(), MIN_OPSET)
     inputs = list(model.graph.input)
     expected = [1, 3, ctx.image_size, ctx.image_size]
     if [i.name for i in inputs] != [INPUT_NAME]:

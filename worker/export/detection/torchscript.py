@@ -5,8 +5,6 @@ Scripted, not traced: the number of detections, and NMS, depend on the data.
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from worker.export.checks import with_problems
@@ -17,9 +15,9 @@ from worker.export.detection.wrapper import has_frozen_batch_norm
 from worker.export.manifest import Check
 from worker.export.torchscript import (
     EXTRA_LABELS,
-    EXTRA_METADATA,
     FILE_NAME,
     STATE_DICT_FILE,
+    extra_files,
     quiet_jit_deprecation,
 )
 
@@ -27,14 +25,6 @@ __all__ = ["FILE_NAME", "STATE_DICT_FILE", "check", "export"]
 
 # The same kernels run scripted and eager: observed differences are 0.
 ATOL = 1e-5
-
-
-def extra_files(ctx: DetectionContext) -> dict[str, str]:
-    """Files stored inside model.pt so it describes itself."""
-    return {
-        EXTRA_LABELS: "".join(f"{label}\n" for label in ctx.labels),
-        EXTRA_METADATA: json.dumps(ctx.string_metadata()),
-    }
 
 
 def export(ctx: DetectionContext) -> Exported:
