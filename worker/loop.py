@@ -191,7 +191,7 @@ class Worker:
                 log.exception("job %s: attempt failed: %s", key, reason)
                 outcome = self._failed_attempt(job, reason)
         finally:
-            with self.lock:
+            with self.lock:  # no renewal is in flight: from here the lease is ours alone
                 lease = self.lease or lease  # the heartbeat may have renewed it
                 self.lease, self.current, self.flags = None, None, None
             self.redactor.protect({})
@@ -266,14 +266,16 @@ class Worker:
 
     def _beat(self) -> None:
         with self.lock:
-            lease, current, flags = self.lease, self.current, self.flags
+            current, flags = self.current, self.flags
         self.workers.heartbeat(self.id, self.gpu, "/".join(current) if current else None)
-        if lease is None or current is None or flags is None:
+        if current is None or flags is None:
             return
-        renewed = self.queue.extend(lease, self.settings.lease_seconds)
+        # Renewed under the lock the job's end takes the lease under: a renewal changes the
+        # pop receipt, so one racing the final delete or release would make it fail.
         with self.lock:
-            if self.lease is not None and self.lease.message_id == renewed.message_id:
-                self.lease = renewed
+            if self.lease is None:
+                return
+            self.lease = self.queue.extend(self.lease, self.settings.lease_seconds)
         found = self.jobs.get(*current)
         if found is not None and (found[0].cancel_requested or found[0].state.finished):
             flags.cancelled = True

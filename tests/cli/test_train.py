@@ -52,7 +52,8 @@ def test_train_uploads_a_folder_follows_progress_and_downloads_checked_model_fil
     progress = [line.split()[0] for line in lines if line.split()[:1] and line.split()[0].isupper()]
     assert progress[0] == "PENDING" and progress[-1] == "SUCCESS"
     assert {"RUNNING", "EXPORTING"} <= set(progress)
-    assert any(line.startswith("RUNNING") and "epoch 1/2 · loss " in line for line in lines)
+    # An epoch's line (which one depends on when the CLI polls: epochs here take a second).
+    assert any(line.startswith("RUNNING") and " · loss " in line for line in lines)
     assert any(line.startswith("SUCCESS") and "epoch 2/2" in line for line in lines)
     assert any(line.startswith("validation accuracy: ") for line in lines)
     assert "(best epoch " in out
