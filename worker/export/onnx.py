@@ -13,6 +13,9 @@ from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportConte
 from worker.export.manifest import Check
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import onnxruntime
     from onnx import ModelProto
 
 FILE_NAME = "model.onnx"
@@ -62,17 +65,11 @@ def export(ctx: ExportContext) -> Exported:
 
 def check(ctx: ExportContext, exported: Exported) -> Check:
     """Structure (opset, single file, metadata, shapes), then onnxruntime vs PyTorch."""
-    import onnx
     import onnxruntime
 
-    path = exported.model_path
-    onnx.checker.check_model(str(path), full_check=True)
-    model = onnx.load(str(path), load_external_data=False)
-    problems = _structure_problems(ctx, model)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model, session, problems = open_checked(exported.model_path, ctx.labels)
+    problems += _structure_problems(ctx, model)
     custom = session.get_modelmeta().custom_metadata_map
-    if json.loads(custom.get("labels", "null")) != ctx.labels:
-        problems.append("onnxruntime does not read the labels from metadata_props")
     (probabilities,) = session.run(
         [OUTPUT_NAME], {INPUT_NAME: ctx.check_images.numpy().astype(np.float32)}
     )
@@ -83,6 +80,24 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
         details={"opset": opset_of(model), "metadata_keys": sorted(custom)},
     )
     return with_problems(result, problems)
+
+
+def open_checked(
+    path: Path, labels: list[str]
+) -> tuple[ModelProto, onnxruntime.InferenceSession, list[str]]:
+    """Run onnx's full checker, load the graph and an onnxruntime session on the CPU; the
+    problems list starts with whether onnxruntime reads the labels from metadata_props."""
+    import onnx
+    import onnxruntime
+
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    custom = session.get_modelmeta().custom_metadata_map
+    problems = []
+    if json.loads(custom.get("labels", "null")) != labels:
+        problems.append("onnxruntime does not read the labels from metadata_props")
+    return model, session, problems
 
 
 def opset_of(model: ModelProto) -> int:

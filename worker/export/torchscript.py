@@ -6,7 +6,8 @@ import contextlib
 import json
 import warnings
 from collections.abc import Iterator
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -98,15 +99,28 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     with torch.no_grad():
         probabilities = module(ctx.check_images)
     result = parity("torch.jit.load", ctx.reference, probabilities)
+    problems = archive_problems(
+        path, extra, ctx.labels, state_path, ctx.wrapper.classifier.state_dict()
+    )
+    return with_problems(result, problems)
+
+
+def archive_problems(
+    path: Path,
+    extra: dict[str, Any],
+    labels: list[str],
+    state_path: Path,
+    expected: dict[str, torch.Tensor],
+) -> list[str]:
+    """What a reloaded .pt and its state_dict companion must hold: the labels, the weights."""
     problems = []
     stored = extra[EXTRA_LABELS]  # torch.jit.load fills in bytes, whatever the dict held
     stored_text = stored.decode() if isinstance(stored, bytes) else stored
-    if stored_text.splitlines() != ctx.labels:
+    if stored_text.splitlines() != labels:
         problems.append(f"{EXTRA_LABELS} inside {path.name} does not list the labels")
     loaded = torch.load(state_path, map_location="cpu", weights_only=True)
-    expected = ctx.wrapper.classifier.state_dict()
     if loaded.keys() != expected.keys() or any(
         not torch.equal(loaded[key], expected[key]) for key in expected
     ):
         problems.append(f"{state_path.name} does not reload to the model's weights")
-    return with_problems(result, problems)
+    return problems

@@ -7,7 +7,6 @@ boxes depends on the scores), so this is the legacy TorchScript-based exporter.
 from __future__ import annotations
 
 import contextlib
-import json
 import types
 import warnings
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from worker.export.context import INPUT_NAME, PRODUCER, Exported
 from worker.export.detection.context import OUTPUT_NAMES, DetectionContext, Detections
 from worker.export.detection.parity import compare
 from worker.export.manifest import Check
-from worker.export.onnx import file_problems, opset_of
+from worker.export.onnx import file_problems, open_checked, opset_of
 
 if TYPE_CHECKING:
     from onnx import ModelProto
@@ -125,17 +124,11 @@ def export(ctx: DetectionContext) -> Exported:
 
 def check(ctx: DetectionContext, exported: Exported) -> Check:
     """Structure (opset, one file, metadata, names, types), then onnxruntime vs PyTorch."""
-    import onnx
     import onnxruntime
 
-    path = exported.model_path
-    onnx.checker.check_model(str(path), full_check=True)
-    model = onnx.load(str(path), load_external_data=False)
-    problems = _structure_problems(ctx, model)
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model, session, problems = open_checked(exported.model_path, ctx.labels)
+    problems += _structure_problems(ctx, model)
     custom = session.get_modelmeta().custom_metadata_map
-    if json.loads(custom.get("labels", "null")) != ctx.labels:
-        problems.append("onnxruntime does not read the labels from metadata_props")
     candidates = [
         Detections.of(*session.run(list(OUTPUT_NAMES), {INPUT_NAME: image[None]}))
         for image in ctx.check_images.numpy().astype(np.float32)

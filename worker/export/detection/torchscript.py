@@ -14,9 +14,9 @@ from worker.export.detection.parity import compare
 from worker.export.detection.wrapper import has_frozen_batch_norm
 from worker.export.manifest import Check
 from worker.export.torchscript import (
-    EXTRA_LABELS,
     FILE_NAME,
     STATE_DICT_FILE,
+    archive_problems,
     extra_files,
     quiet_jit_deprecation,
 )
@@ -67,15 +67,7 @@ def check(ctx: DetectionContext, exported: Exported) -> Check:
         box_atol=ATOL,
         score_atol=ATOL,
     )
-    problems = []
-    stored = extra[EXTRA_LABELS]  # torch.jit.load fills in bytes, whatever the dict held
-    stored_text = stored.decode() if isinstance(stored, bytes) else stored
-    if stored_text.splitlines() != ctx.labels:
-        problems.append(f"{EXTRA_LABELS} inside {path.name} does not list the labels")
-    loaded = torch.load(state_path, map_location="cpu", weights_only=True)
-    expected = ctx.wrapper.detector.state_dict()
-    if loaded.keys() != expected.keys() or any(
-        not torch.equal(loaded[key], expected[key]) for key in expected
-    ):
-        problems.append(f"{state_path.name} does not reload to the model's weights")
+    problems = archive_problems(
+        path, extra, ctx.labels, state_path, ctx.wrapper.detector.state_dict()
+    )
     return with_problems(result, problems)
