@@ -1,0 +1,124 @@
+"""Golden runs: tiny seeded CPU trainings of both tasks, pinned epoch by epoch.
+
+A refactor of the training code must not change what a run computes. These runs (one
+thread, so the float reductions happen in one order) store their per-epoch losses and
+scores (compared with rtol 1e-6) and the sha256 of the best and the last state_dict
+(compared only on the CPU capability they were recorded on: other SIMD kernels round
+differently).
+
+A change that alters training on purpose regenerates golden.json in the same commit and
+says why: `AITRAINER_UPDATE_GOLDEN=1 pytest tests/worker/engine/test_golden.py`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dev.sample_detection import write_detection_dataset
+from tests.worker.training.conftest import make_dataset
+from worker.detection.engine import train_detector
+from worker.training.checkpoint import load_checkpoint
+from worker.training.engine import TrainConfig, train
+
+GOLDEN_FILE = Path(__file__).with_name("golden.json")
+UPDATE = os.environ.get("AITRAINER_UPDATE_GOLDEN") == "1"
+RTOL = 1e-6
+
+CONFIGS = {
+    "classification": TrainConfig(
+        epochs=3,
+        learning_rate=0.002,
+        image_size=32,
+        batch_size=8,
+        step_size=2,
+        gamma=0.5,
+        architecture="resnet18",
+        pretrained="scratch",
+        num_workers=1,
+        device="cpu",
+    ),
+    "detection": TrainConfig(
+        task="detection",
+        epochs=2,
+        learning_rate=0.01,
+        image_size=64,
+        batch_size=4,
+        step_size=1,
+        gamma=0.5,
+        architecture="ssdlite320_mobilenet_v3_large",
+        pretrained="scratch",
+        num_workers=1,
+        device="cpu",
+    ),
+}
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].contiguous().cpu()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run(task: str, tmp_path: Path) -> dict[str, Any]:
+    config = CONFIGS[task]
+    data = tmp_path / "data"
+    if task == "classification":
+        make_dataset(data, per_class=12)
+        result = train(data, tmp_path / "out", config)
+    else:
+        write_detection_dataset(data, "coco", images=16, size=64, class_names=("square",))
+        result = train_detector(data, tmp_path / "out", config)
+    best = load_checkpoint(result.checkpoint_best)
+    return {
+        "epochs": [
+            {"train_loss": r.train_loss, "val_loss": r.val_loss, "val_accuracy": r.val_accuracy}
+            for r in result.history
+        ],
+        "best_epoch": result.best_epoch,
+        "best_state_sha256": state_sha256(best["model"]),
+        "last_state_sha256": state_sha256(load_checkpoint(result.checkpoint_last)["model"]),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+@pytest.mark.parametrize("task", sorted(CONFIGS))
+def test_a_seeded_run_computes_what_it_computed_before(
+    task: str, tmp_path: Path, one_thread: None
+) -> None:
+    measured = run(task, tmp_path)
+    golden = json.loads(GOLDEN_FILE.read_text()) if GOLDEN_FILE.exists() else {}
+    if UPDATE:
+        golden[task] = measured
+        GOLDEN_FILE.write_text(json.dumps(golden, indent=2, sort_keys=True) + "\n")
+    expected = golden[task]
+    assert len(measured["epochs"]) == len(expected["epochs"])
+    pairs = zip(measured["epochs"], expected["epochs"], strict=True)
+    for epoch, (got, want) in enumerate(pairs, start=1):
+        for key, value in want.items():
+            assert got[key] == pytest.approx(value, rel=RTOL), f"epoch {epoch} {key}"
+    assert measured["best_epoch"] == expected["best_epoch"]
+    if measured["cpu_capability"] == expected["cpu_capability"]:
+        assert measured["best_state_sha256"] == expected["best_state_sha256"]
+        assert measured["last_state_sha256"] == expected["last_state_sha256"]
