@@ -38,8 +38,26 @@ from cli.progress import accuracy_name, figures, follow
 from cli.upload import LocalDataset, UploadedDataset, scan, upload
 from shared.contract import (
     CLASSIFICATION_ARCHITECTURES,
+    COREML_DETECTION_ARCHITECTURES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_EXPORT,
+    DEFAULT_GAMMA,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_STEP_SIZE,
     DETECTION_ARCHITECTURES,
+    DETECTION_EXPORT_FORMATS,
     EXPORT_FORMATS,
+    MAX_EPOCHS,
+    MAX_GAMMA,
+    MAX_IMAGE_SIZE,
+    MAX_LEARNING_RATE,
+    MIN_BATCH_SIZE,
+    MIN_DETECTION_BATCH_SIZE,
+    MIN_EPOCHS,
+    MIN_IMAGE_SIZE,
+    MIN_STEP_SIZE,
     StartTrainingRequest,
     State,
     StatusResponse,
@@ -111,19 +129,44 @@ def cli() -> None:
     show_default=True,
     help="Profile id the training belongs to.",
 )
-@click.option("--epochs", type=int, help="2–99 (server default 10).")
-@click.option("--learning-rate", type=float, help="In (0, 1] (server default 0.01).")
-@click.option("--image-size", type=int, help="32–768 pixels (server default 224).")
-@click.option("--batch-size", type=int, help="1 to the server's limit (default 36).")
-@click.option("--step-size", type=int, help="Epochs between learning-rate decays (default 10).")
-@click.option("--gamma", type=float, help="Learning-rate decay factor in (0, 1] (default 0.1).")
+@click.option(
+    "--epochs", type=int, help=f"{MIN_EPOCHS}–{MAX_EPOCHS} (server default {DEFAULT_EPOCHS})."
+)
+@click.option(
+    "--learning-rate",
+    type=float,
+    help=f"In (0, {MAX_LEARNING_RATE:g}] (server default {DEFAULT_LEARNING_RATE:g}).",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    help=f"{MIN_IMAGE_SIZE}–{MAX_IMAGE_SIZE} pixels (server default {DEFAULT_IMAGE_SIZE}).",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    help=f"{MIN_BATCH_SIZE} to the server's limit (default {DEFAULT_BATCH_SIZE}; "
+    f"at least {MIN_DETECTION_BATCH_SIZE} for detection).",
+)
+@click.option(
+    "--step-size",
+    type=int,
+    help=f"Epochs between learning-rate decays, at least {MIN_STEP_SIZE} "
+    f"(default {DEFAULT_STEP_SIZE}).",
+)
+@click.option(
+    "--gamma",
+    type=float,
+    help=f"Learning-rate decay factor in (0, {MAX_GAMMA:g}] (default {DEFAULT_GAMMA:g}).",
+)
 @click.option(
     "--export",
     "exports",
     multiple=True,
     metavar="FORMAT",
-    help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default onnx, "
-    "coreml; detection: onnx, coreml, torch, coreml only for SSDlite).",
+    help=f"Repeatable or comma-separated: {', '.join(EXPORT_FORMATS)} (default "
+    f"{', '.join(DEFAULT_EXPORT)}; detection: {', '.join(DETECTION_EXPORT_FORMATS)}, coreml "
+    f"only for {' or '.join(COREML_DETECTION_ARCHITECTURES)}).",
 )
 @click.option(
     "--model-type",

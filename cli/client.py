@@ -16,7 +16,7 @@ from cli.config import ENV_TOKEN, HTTP_TIMEOUT_SECONDS, ApiConfig
 from cli.errors import CliError, one_line
 from shared.contract import (
     CheckServerResponse,
-    ErrorResponse,
+    DeleteTrainingResponse,
     StartTrainingResponse,
     StatusResponse,
     TrainingList,
@@ -93,7 +93,7 @@ class ApiClient:
 
     def delete(self, profile_id: str, project_name: str) -> str:
         response = self._send("DELETE", f"/trainings/{_path(profile_id, project_name)}")
-        return self._parse(response, ErrorResponse).message
+        return self._parse(response, DeleteTrainingResponse).message
 
     # Plumbing -----------------------------------------------------------------------------
 

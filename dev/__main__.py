@@ -11,11 +11,10 @@ import uvicorn
 
 from dev.stack import REPO, start_azurite, stop_process
 from function_app.api import ApiSettings, create_app
-from shared.settings import DEV_API_TOKEN
+from shared.settings import AZURITE_PORTS, DEV_API_TOKEN
 from shared.storage.account import StorageAccount
 
 API_PORT = 7071  # the Azure Functions host's default, so clients need no change
-AZURITE_PORTS = (10000, 10001, 10002)  # Azurite's defaults, as in UseDevelopmentStorage=true
 
 
 def main() -> None:

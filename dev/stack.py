@@ -13,12 +13,10 @@ from typing import Any
 
 import uvicorn
 
+from shared.settings import azurite_connection_string
+
 REPO = Path(__file__).resolve().parent.parent
 AZURITE = REPO / "node_modules" / ".bin" / "azurite"
-AZURITE_ACCOUNT = "devstoreaccount1"
-AZURITE_KEY = (
-    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-)
 STARTUP_SECONDS = 30
 
 
@@ -51,14 +49,7 @@ class Azurite:
 
     @property
     def connection_string(self) -> str:
-        base = "http://127.0.0.1"
-        return (
-            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
-            f"AccountKey={AZURITE_KEY};"
-            f"BlobEndpoint={base}:{self.blob_port}/{AZURITE_ACCOUNT};"
-            f"QueueEndpoint={base}:{self.queue_port}/{AZURITE_ACCOUNT};"
-            f"TableEndpoint={base}:{self.table_port}/{AZURITE_ACCOUNT};"
-        )
+        return azurite_connection_string(self.blob_port, self.queue_port, self.table_port)
 
     def stop(self) -> None:
         stop_process(self.process)

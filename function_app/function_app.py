@@ -1,6 +1,6 @@
 """Azure Functions entry point: the FastAPI app behind one catch-all HTTP function.
 
-Kept thin on purpose; everything testable lives in `api.py`. Authorization is ours
+Kept thin on purpose; everything testable lives in `api.py` and `routes/`. Authorization is ours
 (tokens from settings), so the Functions host's own keys are off (ANONYMOUS).
 
 Deployed, this file is the root `function_app.py` and the API package is `aitrainer_api`:

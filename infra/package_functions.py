@@ -1,13 +1,13 @@
 """`python -m infra.package_functions OUT`: assemble the folder Azure Functions deploys.
 
 The Functions Python worker imports the root `function_app.py` of the deployed folder as the
-module `function_app`. In the repo the API is the package `function_app/` (`api.py` beside
-the entry point), and a folder holding both `function_app.py` and a `function_app/` package
-would make `import function_app` find the package (packages win), not the entry point. So
-the deployed folder holds the API package under another name:
+module `function_app`. In the repo the API is the package `function_app/` (`api.py` and
+`routes/` beside the entry point), and a folder holding both `function_app.py` and a
+`function_app/` package would make `import function_app` find the package (packages win),
+not the entry point. So the deployed folder holds the API package under another name:
 
     OUT/function_app.py     the repo's function_app/function_app.py, importing API_PACKAGE
-    OUT/aitrainer_api/      function_app/__init__.py and api.py
+    OUT/aitrainer_api/      the rest of function_app/: api.py, routes/, deps.py, …
     OUT/shared/             the shared package (contract, settings, storage)
     OUT/host.json           function_app/host.json
     OUT/requirements.txt    requirements/api.txt (Flex Consumption installs it: remote build)
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 API_PACKAGE = "aitrainer_api"
 ENTRY_IMPORT = "from function_app.api import create_app"
 MARKER = ".aitrainer-functions-package"  # written into OUT: a folder this script may empty
+BUILD_LEFTOVERS = ("__pycache__", "*.pyc")
 KEPT = {".gitignore"}  # dist/functions/.gitignore keeps the folder in the repo
 FUNCIGNORE = ".venv\n*_env\n__pycache__\n.gitignore\n" + MARKER + "\n"
 
@@ -44,12 +45,14 @@ def build(out: Path) -> Path:
     (out / "function_app.py").write_text(
         entry.replace(ENTRY_IMPORT, f"from {API_PACKAGE}.api import create_app")
     )
-    api = out / API_PACKAGE
-    api.mkdir()
-    for name in ("__init__.py", "api.py"):
-        shutil.copy2(REPO / "function_app" / name, api / name)
+    # The package's modules import each other relatively, so they work under the new name.
     shutil.copytree(
-        REPO / "shared", out / "shared", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+        REPO / "function_app",
+        out / API_PACKAGE,
+        ignore=shutil.ignore_patterns("function_app.py", "host.json", *BUILD_LEFTOVERS),
+    )
+    shutil.copytree(
+        REPO / "shared", out / "shared", ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS)
     )
     shutil.copy2(REPO / "function_app" / "host.json", out / "host.json")
     shutil.copy2(REPO / "requirements" / "api.txt", out / "requirements.txt")

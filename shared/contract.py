@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import queue
 import re
 import socket
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,9 +65,19 @@ DEFAULT_STEP_SIZE = 10
 DEFAULT_GAMMA = 0.1
 MIN_EPOCHS, MAX_EPOCHS = 2, 99
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 768
+MIN_BATCH_SIZE = 1
 MIN_DETECTION_BATCH_SIZE = 2
+MIN_STEP_SIZE = 1
+# learning_rate and gamma lie in (0, MAX]: above 0, at most the maximum.
+MAX_LEARNING_RATE = 1.0
+MAX_GAMMA = 1.0
 # The seed's dev VM allows 36; deployments with larger GPUs raise it in settings.
 DEFAULT_MAX_BATCH_SIZE = 36
+
+# How long a webhook host name may take to resolve, and how many lookups may be under way at
+# once (a lookup that hangs keeps its slot until the resolver gives up on its own).
+WEBHOOK_RESOLVE_SECONDS = 5.0
+_LOOKUPS = threading.BoundedSemaphore(8)
 
 # profile_id and project_name become table keys, blob paths and folder names: this set is
 # safe in all three (Table Storage forbids / \ # ? and control characters in keys).
@@ -129,11 +142,15 @@ def _blank_to_none(value: Any) -> Any:
     return None if value is None or (isinstance(value, str) and value.strip() == "") else value
 
 
-def webhook_url_problem(url: str, *, allow_private: bool) -> str | None:
+def webhook_url_problem(
+    url: str, *, allow_private: bool, resolve_seconds: float = WEBHOOK_RESOLVE_SECONDS
+) -> str | None:
     """Why `url` may not receive webhooks, or None when it may.
 
     Outside dev the target must be https and resolve only to public addresses, so a client
     cannot point our worker at internal services (metadata endpoints, private networks).
+    A host name that does not resolve within `resolve_seconds` is refused too: this runs
+    while a request waits.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -145,14 +162,45 @@ def webhook_url_problem(url: str, *, allow_private: bool) -> str | None:
     if parts.scheme != "https":
         return "webhook_url must use https"
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
+        addresses = _resolve(parts.hostname, parts.port or 443, resolve_seconds)
+    except TimeoutError:
+        return f"webhook_url host '{parts.hostname}' did not resolve within {resolve_seconds:g} s"
     except (OSError, UnicodeError):
         return f"webhook_url host '{parts.hostname}' does not resolve"
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
+    for address in addresses:
+        if not ipaddress.ip_address(address).is_global:
             return f"webhook_url host '{parts.hostname}' resolves to a non-public address"
     return None
+
+
+def _resolve(host: str, port: int, timeout: float) -> list[str]:
+    """The addresses `host` resolves to; TimeoutError when that takes over `timeout` s.
+
+    getaddrinfo cannot be interrupted, so it runs on a daemon thread that the caller stops
+    waiting for: a resolver that hangs delays neither the answer nor the process's exit.
+    """
+    deadline = time.monotonic() + timeout
+    if not _LOOKUPS.acquire(timeout=timeout):
+        raise TimeoutError
+    answers: queue.SimpleQueue[list[str] | Exception] = queue.SimpleQueue()
+
+    def lookup() -> None:
+        try:
+            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+            answers.put([str(info[4][0]) for info in infos])
+        except Exception as error:
+            answers.put(error)
+        finally:
+            _LOOKUPS.release()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    try:
+        answer = answers.get(timeout=max(deadline - time.monotonic(), 0))
+    except queue.Empty:
+        raise TimeoutError from None
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
 
 
 def dataset_uri(storage_type: str, container: str, folder: str) -> str:
@@ -164,7 +212,8 @@ def dataset_uri(storage_type: str, container: str, folder: str) -> str:
 class StartTrainingRequest(BaseModel):
     """POST /starttraining/ body: the seed's fields plus architecture and AWS extras.
 
-    Validation context: ``max_batch_size`` (int) and ``allow_private_webhooks`` (bool).
+    Validation context: ``max_batch_size`` (int), ``allow_private_webhooks`` (bool) and
+    ``webhook_resolve_seconds`` (float).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
@@ -222,7 +271,7 @@ class StartTrainingRequest(BaseModel):
     @field_validator("learning_rate")
     @classmethod
     def _learning_rate(cls, value: float) -> float:
-        _check_range("learning_rate", value, 0, 1, low_open=True)
+        _check_range("learning_rate", value, 0, MAX_LEARNING_RATE, low_open=True)
         return value
 
     @field_validator("image_size")
@@ -235,20 +284,21 @@ class StartTrainingRequest(BaseModel):
     @classmethod
     def _batch_size(cls, value: int, info: ValidationInfo) -> int:
         context = info.context or {}
-        _check_range("batch_size", value, 1, context.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE))
+        high = context.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE)
+        _check_range("batch_size", value, MIN_BATCH_SIZE, high)
         return value
 
     @field_validator("step_size")
     @classmethod
     def _step_size(cls, value: int) -> int:
-        if value < 1:
-            raise _fail("range", f"step_size must be at least 1 (got {value})")
+        if value < MIN_STEP_SIZE:
+            raise _fail("range", f"step_size must be at least {MIN_STEP_SIZE} (got {value})")
         return value
 
     @field_validator("gamma")
     @classmethod
     def _gamma(cls, value: float) -> float:
-        _check_range("gamma", value, 0, 1, low_open=True)
+        _check_range("gamma", value, 0, MAX_GAMMA, low_open=True)
         return value
 
     @field_validator("export")
@@ -290,8 +340,12 @@ class StartTrainingRequest(BaseModel):
     def _webhook_url(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        allow_private = (info.context or {}).get("allow_private_webhooks", False)
-        problem = webhook_url_problem(value, allow_private=allow_private)
+        context = info.context or {}
+        problem = webhook_url_problem(
+            value,
+            allow_private=context.get("allow_private_webhooks", False),
+            resolve_seconds=context.get("webhook_resolve_seconds", WEBHOOK_RESOLVE_SECONDS),
+        )
         if problem:
             raise _fail("webhook_url", problem)
         return value
@@ -591,6 +645,12 @@ class CheckServerResponse(BaseModel):
     """The seed's /checkserver/ answer."""
 
     result: Literal["Ok", "Failed"]
+    message: str
+
+
+class DeleteTrainingResponse(BaseModel):
+    """DELETE /trainings/{profile_id}/{project_name}: what was removed."""
+
     message: str
 
 

@@ -1,7 +1,7 @@
 """Settings read from `AITRAINER_*` environment variables, one class per deployable.
 
 `CommonSettings` holds what the API and the worker share (storage, names, sealing);
-`function_app.api.ApiSettings` and the worker's settings extend it. Outside dev, unsafe
+`function_app.settings.ApiSettings` and the worker's settings extend it. Outside dev, unsafe
 values (no tokens, the example sealing key) stop the process at startup.
 """
 
@@ -17,14 +17,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.contract import DEFAULT_MAX_BATCH_SIZE
 
 # Azurite's well-known development account (public, documented by Microsoft).
-AZURITE_CONNECTION_STRING = (
-    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/"
-    "KBHBeksoGMGw==;"
-    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;"
-    "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
-    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
+AZURITE_PORTS = (10000, 10001, 10002)  # Azurite's blob, queue and table defaults
+
+
+def azurite_connection_string(blob_port: int, queue_port: int, table_port: int) -> str:
+    """The connection string of an Azurite listening on these loopback ports."""
+    base = "http://127.0.0.1"
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint={base}:{blob_port}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint={base}:{queue_port}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint={base}:{table_port}/{AZURITE_ACCOUNT};"
+    )
+
+
+AZURITE_CONNECTION_STRING = azurite_connection_string(*AZURITE_PORTS)
 # Published in README and local.settings.example.json, so refused outside dev.
 DEV_SEALING_KEY = "ZGV2LW9ubHktc2VhbGluZy1rZXktMzItYnl0ZXMhISE="
 DEV_API_TOKEN = "dev-token"  # noqa: S105 - the documented dev token, refused outside dev

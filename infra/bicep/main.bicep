@@ -107,7 +107,7 @@ var names = {
   workerJob: 'caj-worker-${token}'
 }
 
-// What the code reads (shared/settings.py, function_app/api.py, worker/settings.py): the
+// What the code reads (shared/settings.py, function_app/settings.py, worker/settings.py): the
 // storage resources the settings name, created by the storage module under these names.
 var storageNames = {
   trainingsTable: 'trainings'

@@ -6,9 +6,6 @@ from dataclasses import dataclass, replace
 
 from azure.storage.queue import QueueClient
 
-# Storage Queue's ceiling for one long lease; the worker renews well before it lapses.
-MAX_VISIBILITY_TIMEOUT = 7 * 24 * 3600
-
 
 @dataclass(frozen=True)
 class Lease:

@@ -33,7 +33,13 @@ def call(path):
     return response.status_code, json.loads(response.get_body())
 openapi = call("/openapi.json")
 checkserver = call("/checkserver/")
-names = ("function_app", "aitrainer_api.api", "shared.settings", "shared.storage.account")
+names = (
+    "function_app",
+    "aitrainer_api.api",
+    "aitrainer_api.routes.trainings",
+    "shared.settings",
+    "shared.storage.account",
+)
 modules = {name: getattr(sys.modules[name], "__file__", None) for name in names}
 print(json.dumps({
     "functions": [f.get_function_name() for f in functions],
@@ -64,6 +70,9 @@ def test_the_built_folder_holds_the_entry_point_the_api_shared_and_the_api_requi
     assert "from aitrainer_api.api import create_app" in (out / "function_app.py").read_text()
     copied = {p.relative_to(out / "shared") for p in (out / "shared").rglob("*.py")}
     assert copied == {p.relative_to(REPO / "shared") for p in (REPO / "shared").rglob("*.py")}
+    api = {p.relative_to(out / API_PACKAGE) for p in (out / API_PACKAGE).rglob("*.py")}
+    package = {p.relative_to(REPO / "function_app") for p in (REPO / "function_app").rglob("*.py")}
+    assert api == package - {Path("function_app.py")}  # every module, routes/ included
     assert not list(out.rglob("__pycache__"))
 
 

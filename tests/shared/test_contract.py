@@ -1,4 +1,8 @@
+import socket
+import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -8,6 +12,7 @@ from shared.contract import (
     TrainingParams,
     TrainingRow,
     identifier_problem,
+    webhook_url_problem,
 )
 
 
@@ -79,3 +84,27 @@ def test_row_survives_the_table_round_trip() -> None:
     assert entity["PartitionKey"] == "alice" and entity["RowKey"] == "teeth"
     assert "last_epoch_duration_seconds" not in entity  # None is omitted, not stored
     assert TrainingRow.from_entity(entity) == row
+
+
+def test_a_webhook_host_whose_lookup_hangs_is_refused_after_the_given_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def hanging(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "hangs.example.com":
+            return real(host, *args, **kwargs)
+        released.wait(15)
+        raise socket.gaierror("released")
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    began = time.monotonic()
+    try:
+        problem = webhook_url_problem(
+            "https://hangs.example.com/hook", allow_private=False, resolve_seconds=0.2
+        )
+    finally:
+        released.set()
+    assert problem == "webhook_url host 'hangs.example.com' did not resolve within 0.2 s"
+    assert time.monotonic() - began < 1

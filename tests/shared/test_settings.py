@@ -1,10 +1,21 @@
 import base64
+import json
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from function_app.api import ApiSettings, parse_tokens
-from shared.settings import AZURITE_CONNECTION_STRING, DEV_SEALING_KEY
+from function_app.api import ApiSettings
+from function_app.auth import parse_tokens
+from shared.contract import DEFAULT_MAX_BATCH_SIZE
+from shared.settings import (
+    AZURITE_CONNECTION_STRING,
+    AZURITE_KEY,
+    DEV_API_TOKEN,
+    DEV_SEALING_KEY,
+)
+
+REPO = Path(__file__).resolve().parents[2]
 
 REAL_KEY = base64.b64encode(b"k" * 32).decode()
 STORAGE = (
@@ -70,3 +81,13 @@ def test_token_list_with_profile_limits() -> None:
         (b"gamma", None),
     ]
     assert grants[1].allows("alice") and not grants[1].allows("carol")
+
+
+def test_the_example_local_settings_hold_the_dev_values_the_code_defines() -> None:
+    """local.settings.example.json cannot import them: this ties the copies together."""
+    values = json.loads((REPO / "local.settings.example.json").read_text())["Values"]
+    assert values["AITRAINER_STORAGE_CONNECTION_STRING"] == AZURITE_CONNECTION_STRING
+    assert f"AccountKey={AZURITE_KEY};" in AZURITE_CONNECTION_STRING
+    assert values["AITRAINER_SEALING_KEY"] == DEV_SEALING_KEY
+    assert values["AITRAINER_API_TOKENS"] == DEV_API_TOKEN
+    assert values["AITRAINER_MAX_BATCH_SIZE"] == str(DEFAULT_MAX_BATCH_SIZE)

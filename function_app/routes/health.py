@@ -1,0 +1,53 @@
+"""`GET /checkserver/`: whether storage answers and workers are there to take jobs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from azure.core.exceptions import AzureError
+from fastapi.responses import JSONResponse
+
+from shared.contract import CheckServerResponse, ErrorResponse
+
+from ..deps import GrantDep, ServicesDep
+from ..errors import STORAGE_DOWN
+from . import SeedRouter
+
+log = logging.getLogger("aitrainer.api")
+
+router = SeedRouter()
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _answer(result: Literal["Ok", "Failed"], message: str, status: int = 200) -> JSONResponse:
+    body = CheckServerResponse(result=result, message=message)
+    return JSONResponse(body.model_dump(), status)
+
+
+@router.get(
+    "/checkserver/",
+    response_model=CheckServerResponse,
+    responses={503: {"model": CheckServerResponse}, 401: {"model": ErrorResponse}},
+)
+def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
+    """Ok when the table and queue answer and a worker heartbeat is fresh.
+
+    With `AITRAINER_WORKER_MODE=on_demand` workers start per queued job, so zero online
+    workers is the idle state and the answer is Ok as long as storage answers.
+    """
+    try:
+        workers = services.workers.online(services.settings.worker_fresh_seconds)
+        waiting = services.queue.depth()
+    except AzureError as error:
+        log.warning("checkserver: storage error %s", type(error).__name__)
+        return _answer("Failed", STORAGE_DOWN, 503)
+    counts = f"{_count(len(workers), 'worker')} online, {_count(waiting, 'job')} waiting"
+    if services.settings.worker_mode == "on_demand":
+        return _answer("Ok", f"{counts}; workers start on demand")
+    if workers:
+        return _answer("Ok", counts)
+    return _answer("Failed", f"no worker online; {counts}", 503)

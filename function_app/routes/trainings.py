@@ -1,0 +1,250 @@
+"""Trainings: start, status, list, delete and cancel."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from anyio import CapacityLimiter, to_thread
+from anyio.lowlevel import RunVar
+from azure.core.exceptions import AzureError
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from shared.contract import (
+    DeleteTrainingResponse,
+    JobMessage,
+    StartTrainingRequest,
+    StartTrainingResponse,
+    State,
+    StatusResponse,
+    TrainingList,
+    TrainingRow,
+    TrainingSummary,
+    describe_validation_error,
+    utcnow,
+)
+from shared.sealing import seal
+from shared.storage.artifacts import resume_prefix, training_prefix
+from shared.storage.jobs import StaleRow, TrainingExists, TrainingNotFound
+
+from ..auth import Grant
+from ..deps import GrantDep, ProfileDep, ServicesDep, StoredTrainingDep, TrainingKeyDep
+from ..errors import ERROR_RESPONSES, STORAGE_DOWN, ApiError, not_found
+from ..services import Services
+from ..settings import ApiSettings
+from . import SeedRouter
+
+log = logging.getLogger("aitrainer.api")
+
+router = SeedRouter()
+
+MAX_BODY_BYTES = 64 * 1024
+# Start requests run on threads of their own (per event loop, like anyio's default limiter):
+# those waiting on a slow webhook host name cannot take the threads other routes run on.
+START_THREADS = 16
+_start_threads: RunVar[CapacityLimiter] = RunVar("aitrainer_start_threads")
+
+_START_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": StartTrainingRequest.model_json_schema()}},
+    }
+}
+
+
+@router.post(
+    "/starttraining/",
+    status_code=202,
+    response_model=StartTrainingResponse,
+    responses={code: {"model": StartTrainingResponse} for code in (400, 401, 403, 409, 413, 503)},
+    openapi_extra=_START_SCHEMA,
+)
+async def start_training(request: Request, services: ServicesDep, grant: GrantDep) -> JSONResponse:
+    """Validate a training request, record it and queue it (202 PENDING)."""
+    try:
+        body = await _read_body(request)
+    except ApiError as error:
+        return _seed_failure(error.status, error.message)
+    # Validation resolves the webhook's host name: never on the event loop.
+    return await to_thread.run_sync(_start, services, grant, body, limiter=_start_limiter())
+
+
+def _start_limiter() -> CapacityLimiter:
+    try:
+        return _start_threads.get()
+    except LookupError:
+        limiter = CapacityLimiter(START_THREADS)
+        _start_threads.set(limiter)
+        return limiter
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, f"body must be at most {MAX_BODY_BYTES} bytes")
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"body must be at most {MAX_BODY_BYTES} bytes")
+    return body
+
+
+def _seed_failure(status: int, message: str, **fields: Any) -> JSONResponse:
+    body = StartTrainingResponse(status="FAILED", message=message, **fields)
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def _start(services: Services, grant: Grant, body: bytes) -> JSONResponse:
+    """The answer to a start request: validated, allowed, recorded and queued, or why not."""
+    try:
+        start = _parse(services.settings, body)
+    except ValidationError as error:
+        if any(item["type"] == "json_invalid" for item in error.errors()):
+            return _seed_failure(400, "body is not valid JSON")
+        return _seed_failure(400, describe_validation_error(error))
+    ids = {"profile_id": start.profile_id, "project_name": start.project_name}
+    if not grant.allows(start.profile_id):
+        return _seed_failure(
+            403, f"this token may not start trainings for profile '{start.profile_id}'", **ids
+        )
+    try:
+        answer = _queue(services, start)
+    except TrainingExists:
+        return _seed_failure(
+            409,
+            f"a training named '{start.project_name}' already exists for profile "
+            f"'{start.profile_id}'; choose another project_name or DELETE the finished one",
+            dataset=start.dataset,
+            **ids,
+        )
+    except AzureError as error:
+        log.warning("starttraining: storage error %s", type(error).__name__)
+        return _seed_failure(503, STORAGE_DOWN, dataset=start.dataset, **ids)
+    return JSONResponse(answer.model_dump(), 202)
+
+
+def _parse(settings: ApiSettings, body: bytes) -> StartTrainingRequest:
+    return StartTrainingRequest.model_validate_json(
+        body or b"null",
+        context={
+            "max_batch_size": settings.max_batch_size,
+            "allow_private_webhooks": settings.webhook_allow_private,
+            "webhook_resolve_seconds": settings.webhook_resolve_seconds,
+        },
+    )
+
+
+def _queue(services: Services, request: StartTrainingRequest) -> StartTrainingResponse:
+    """Insert the row (the uniqueness check), then queue its message."""
+    webhook_url = request.webhook_url or services.settings.default_webhook_url
+    row = TrainingRow.from_request(request, webhook_url)
+    message = JobMessage(
+        profile_id=request.profile_id,
+        project_name=request.project_name,
+        sealed_credentials=seal(
+            request.credentials(), services.sealing_key, request.profile_id, request.project_name
+        ),
+    )
+    etag = services.jobs.insert(row)
+    try:
+        services.queue.send(message.model_dump_json())
+    except AzureError:
+        # Without its message the row would wait forever: remove it so the name stays usable.
+        services.jobs.delete(row.profile_id, row.project_name, etag)
+        raise
+    log.info("training %s/%s queued", row.profile_id, row.project_name)
+    return StartTrainingResponse(
+        status="PENDING",
+        profile_id=row.profile_id,
+        project_name=row.project_name,
+        dataset=request.dataset,
+        message=f"training queued: {request.epochs} epochs of {request.architecture}",
+    )
+
+
+@router.get(
+    "/statustraining/{profile_id}/{project_name}",
+    response_model=StatusResponse,
+    responses=ERROR_RESPONSES,
+)
+def status_training(stored: StoredTrainingDep, services: ServicesDep) -> StatusResponse:
+    """A training's state and progress."""
+    lifetime = timedelta(seconds=services.settings.sas_lifetime_seconds)
+    return StatusResponse.from_row(
+        stored.row, lambda blob: services.artifacts.download_url(blob, lifetime)
+    )
+
+
+@router.get("/trainings/{profile_id}", response_model=TrainingList, responses=ERROR_RESPONSES)
+def list_trainings(profile: ProfileDep, services: ServicesDep) -> TrainingList:
+    """A profile's trainings, newest first."""
+    rows = services.jobs.list_profile(profile)
+    if not rows:
+        raise not_found(profile, None)
+    summaries = [
+        TrainingSummary(
+            project_name=row.project_name,
+            result=row.state,
+            created=row.created,
+            lastupdate=row.lastupdate,
+        )
+        for row in rows
+    ]
+    return TrainingList(profile_id=profile, trainings=summaries)
+
+
+@router.delete(
+    "/trainings/{profile_id}/{project_name}",
+    response_model=DeleteTrainingResponse,
+    responses=ERROR_RESPONSES,
+)
+def delete_training(stored: StoredTrainingDep, services: ServicesDep) -> DeleteTrainingResponse:
+    """Remove a finished training and its files, so its name can be used again."""
+    row = stored.row
+    if not row.state.finished:
+        raise ApiError(
+            409,
+            f"training '{row.project_name}' is {row.state.value}; cancel it or wait until it "
+            "ends before deleting it",
+        )
+    removed = sum(
+        services.artifacts.delete_prefix(prefix(row.profile_id, row.project_name))
+        for prefix in (training_prefix, resume_prefix)
+    )
+    try:
+        services.jobs.delete(row.profile_id, row.project_name, stored.etag)
+    except StaleRow as error:
+        raise ApiError(409, f"training '{row.project_name}' changed; try again") from error
+    log.info("training %s/%s deleted with %d files", row.profile_id, row.project_name, removed)
+    return DeleteTrainingResponse(
+        message=f"training '{row.project_name}' deleted ({removed} files)"
+    )
+
+
+@router.post(
+    "/canceltraining/{profile_id}/{project_name}",
+    response_model=StatusResponse,
+    responses=ERROR_RESPONSES,
+)
+def cancel_training(key: TrainingKeyDep, services: ServicesDep) -> StatusResponse:
+    """Cancel a training: a queued one ends now, a running one at its next batch."""
+    try:
+        row, _ = services.jobs.modify(key.profile_id, key.project_name, _request_cancel)
+    except TrainingNotFound as error:
+        raise not_found(key.profile_id, key.project_name) from error
+    log.info("training %s/%s: cancel requested", key.profile_id, key.project_name)
+    return StatusResponse.from_row(row)
+
+
+def _request_cancel(row: TrainingRow) -> None:
+    if row.state.finished:
+        raise ApiError(409, f"training '{row.project_name}' already ended {row.state.value}")
+    if row.state == State.PENDING:
+        row.state, row.message = State.CANCELLED, "cancelled before it started"
+    else:
+        row.cancel_requested, row.message = True, "cancel requested"
+    row.lastupdate = utcnow()
