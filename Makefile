@@ -23,6 +23,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/pylint --score=n worker function_app shared cli
 
 dev: setup
 	$(BIN)/python -m dev

@@ -37,9 +37,12 @@ from torchvision.ops import roi_align
 # Run from a checkout, where the engine is not installed as a package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.training.data import load_dataset
-from worker.training.engine import EpochReport, TrainConfig, train
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_image
+from worker.classification.data import load_dataset
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_image
+from worker.classification.task import ClassificationTask
+from worker.engine.config import TrainConfig
+from worker.engine.loop import fit
+from worker.engine.results import EpochReport
 
 # (image size, batch size, images) that finish in about a minute on two CPU cores, and
 # that keep an H100 busy long enough to measure.
@@ -189,7 +192,7 @@ def run_interleaved(
         val_fraction=VAL_FRACTION,
         seed=SEED,
     )
-    train(dataset_dir, out_dir, config, on_epoch=after_engine_epoch)
+    fit(ClassificationTask(), dataset_dir, out_dir, config, on_epoch=after_engine_epoch)
     return rates
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Literal
 
 from PIL import Image, ImageDraw
 
-if TYPE_CHECKING:  # the parser imports torch (through worker.training); writing needs none
+if TYPE_CHECKING:  # the parser imports torch (through worker.engine); writing needs none
     from worker.detection.annotations import DetectionFormat
 
 Box = tuple[float, float, float, float]

@@ -19,37 +19,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 
 from shared.contract import State, StatusResponse, TrainingRow, utcnow
 from shared.storage.artifacts import ArtifactStore, resume_prefix, training_prefix
 from shared.storage.jobs import JobsTable
-from worker.detection import engine as detection
-from worker.detection.annotations import load_detection_dataset
-from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed, Manifest, export_all
-from worker.export.detection import export_detector
+from worker.classification.task import plural
+from worker.engine.config import TrainConfig
+from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
+from worker.engine.data import DatasetError, WeightsMissingError
+from worker.engine.loop import fit
+from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult
+from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
 from worker.ingest.fetch import FetchLimits, fetch, open_source
 from worker.ingest.source import IngestError
 from worker.settings import WorkerSettings
-from worker.training.data import DatasetError, DatasetLayout, find_images
-from worker.training.engine import (
-    CHECKPOINT_LAST,
-    EpochReport,
-    TrainConfig,
-    TrainingCancelled,
-    TrainingInterrupted,
-    TrainResult,
-    load_best,
-    train,
-)
-from worker.training.models import WeightsMissingError
-from worker.training.preprocessing import decode_image
+from worker.tasks import task_for
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
 
 CHECKPOINT_BLOB = "checkpoint_last.pt"  # under the training's resume_prefix
-CHECK_IMAGES = 32  # images each export is compared with PyTorch on
+EXPORT_CHECK_IMAGES = 32  # images each export is compared with PyTorch on
 
 
 class LostJob(Exception):
@@ -76,12 +66,6 @@ class JobFlags:
         return self.cancelled or self.timed_out
 
 
-def _plural(count: int, noun: str) -> str:
-    if count == 1:
-        return f"{count} {noun}"
-    return f"{count} {noun}{'es' if noun.endswith(('s', 'x')) else 's'}"
-
-
 class Job:
     """Runs one training for the worker that claimed its row."""
 
@@ -102,6 +86,7 @@ class Job:
         self.artifacts = artifacts
         self.flags = flags
         self.redact = redact
+        self.task = task_for(row.params.model_type)
         self.prefix = training_prefix(row.profile_id, row.project_name)
         self.resume_blob = resume_prefix(row.profile_id, row.project_name) + CHECKPOINT_BLOB
         assert settings.webhook_secret is not None  # settings fill it in dev, require it else
@@ -181,7 +166,7 @@ class Job:
             IngestError,
             DatasetError,
             WeightsMissingError,
-            detection.TrainingDiverged,
+            TrainingDiverged,
         ) as error:
             text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
             return self.finish(State.FAILED, text)
@@ -215,7 +200,7 @@ class Job:
         self.advance(
             State.DOWNLOADED,
             f"{resume_note}downloaded {fetched} bytes in {time.monotonic() - started:.1f} s: "
-            + self._describe_dataset(root),
+            + self.task.describe_dataset(root),
         )
         if self.flags.stop.is_set():
             return self.pause()
@@ -237,9 +222,9 @@ class Job:
         )
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
-        trainer = detection.train_detector if self.is_detection else train
         try:
-            result = trainer(
+            result = fit(
+                self.task,
                 root,
                 self.out_dir,
                 config,
@@ -262,33 +247,6 @@ class Job:
             )
         return self._deliver(result, root)
 
-    @property
-    def is_detection(self) -> bool:
-        return self.row.params.model_type == "detection"
-
-    def _describe_dataset(self, root: Path) -> str:
-        """What was found, for the DOWNLOADED message; a broken dataset fails here."""
-        if self.is_detection:
-            dataset = load_detection_dataset(root)
-            counts = dataset.counts
-            notes = [
-                f"{_plural(counts.images, 'image')} with {_plural(counts.boxes, 'box')} "
-                f"({dataset.format.upper()}) in {_plural(len(dataset.class_names), 'class')} "
-                f"({', '.join(dataset.class_names[:10])})"
-            ]
-            if counts.clipped_boxes or counts.dropped_boxes:
-                notes.append(
-                    f"{counts.clipped_boxes} clipped and {counts.dropped_boxes} dropped boxes"
-                )
-            if counts.missing_images:
-                notes.append(f"{_plural(counts.missing_images, 'missing image')} skipped")
-            return "; ".join(notes)
-        layout = find_images(root)
-        return (
-            f"{_plural(len(layout.files), 'image')} in {_plural(len(layout.class_names), 'class')}"
-            f" ({', '.join(layout.class_names[:10])})"
-        )
-
     def _download_checkpoint(self, workspace: Path) -> Path | None:
         blob = self.resume_blob
         if self.row.current_epoch == 0 or not self.artifacts.exists(blob):
@@ -309,7 +267,7 @@ class Job:
             row.last_epoch_duration_seconds = round(report.duration_s, 3)
             row.message = (
                 f"epoch {report.epoch}/{report.epochs}: loss {report.train_loss:.4f}, "
-                f"validation {self.accuracy_name} {report.val_accuracy:.1%}, "
+                f"validation {self.task.score_name} {report.val_accuracy:.1%}, "
                 f"{report.images_per_s:.0f} images/s"
             )
 
@@ -323,31 +281,21 @@ class Job:
         self.update(change)
         return Outcome.PAUSED
 
-    @property
-    def accuracy_name(self) -> str:
-        return "mAP@0.5" if self.is_detection else "accuracy"
-
-    def _deliver(self, result: TrainResult | detection.DetectionTrainResult, root: Path) -> Outcome:
+    def _deliver(self, result: TrainResult, root: Path) -> Outcome:
         formats = self.row.params.export
         self.advance(State.EXPORTING, f"exporting {', '.join(formats)} and checking each")
-        if isinstance(result, detection.DetectionTrainResult):
-            model, class_names, config = detection.load_best_detector(
-                result.checkpoint_best, self.settings.weights_dir
-            )
-            images = detection.check_images(root, config, CHECK_IMAGES)
-            exporter: Callable[..., Manifest] = export_detector
-        else:
-            model, class_names, config = load_best(result.checkpoint_best)
-            images = check_images(find_images(root), self.row.params.image_size)
-            exporter = export_all
+        model, class_names, config = self.task.load_best(
+            result.checkpoint_best, self.settings.weights_dir
+        )
+        images = self.task.export_images(root, config, EXPORT_CHECK_IMAGES)
         export_dir = self.out_dir / "export"
         export_dir.mkdir()
         failure = None
         try:
-            manifest = exporter(
+            manifest = self.task.exporter(
                 model,
                 list(class_names),
-                self.row.params.image_size,
+                config.image_size,
                 config.architecture,
                 formats,
                 images,
@@ -362,11 +310,9 @@ class Job:
             self.artifacts.upload_file(export_dir / file_name, self.prefix + file_name)
         extras = {
             "metrics": (result.metrics_path, "metrics.json"),
-            "curves": (result.curves_plot, "plots/curves.png"),
             "checkpoint": (result.checkpoint_best, "checkpoints/checkpoint_best.pt"),
         }
-        if isinstance(result, TrainResult):
-            extras["confusion_matrix"] = (result.confusion_plot, "plots/confusion_matrix.png")
+        extras |= {name: (path, f"plots/{name}.png") for name, path in result.plots.items()}
         for path, blob in extras.values():
             self.artifacts.upload_file(path, self.prefix + blob)
         exports = {fmt: self.prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
@@ -387,13 +333,12 @@ class Job:
         if failure:
             return self.finish(State.FAILED, f"{failure}; the other files can be downloaded")
         notes = [
-            f"best validation {self.accuracy_name} {result.best_val_accuracy:.1%} "
+            f"best validation {self.task.score_name} {result.best_val_accuracy:.1%} "
             f"at epoch {result.best_epoch}",
             f"exported {', '.join(formats)}, each checked against the PyTorch model",
         ]
         if result.skipped:
-            noun = "unreadable or missing image" if self.is_detection else "unreadable image"
-            notes.append(f"{_plural(result.skipped, noun)} skipped")
+            notes.append(f"{plural(result.skipped, self.task.skipped_noun)} skipped")
         if not result.pretrained:
             notes.append("trained from scratch (no ImageNet weights in the cache)")
         return self.finish(
@@ -401,7 +346,7 @@ class Job:
         )
 
 
-def report_summary(result: TrainResult | detection.DetectionTrainResult) -> dict[str, Any]:
+def report_summary(result: TrainResult) -> dict[str, Any]:
     """The metrics the manifest carries: best epoch, accuracy and per-class figures."""
     return {
         "best_epoch": result.best_epoch,
@@ -412,20 +357,3 @@ def report_summary(result: TrainResult | detection.DetectionTrainResult) -> dict
         "pretrained": result.pretrained,
         "report": asdict(result.report),
     }
-
-
-def check_images(layout: DatasetLayout, image_size: int) -> torch.Tensor:
-    """Up to CHECK_IMAGES readable images in [0, 1], validation ones first, every class."""
-    files = sorted(layout.files, key=lambda image: (image.split != "val", image.row))
-    per_class = max(1, CHECK_IMAGES // len(layout.class_names))
-    chosen: list[torch.Tensor] = []
-    taken: dict[int, int] = {}
-    for image in files:
-        if taken.get(image.label, 0) >= per_class:
-            continue
-        try:
-            chosen.append(decode_image(image.path, image_size))
-        except (OSError, ValueError, Image.DecompressionBombError):
-            continue  # unreadable: the engine skipped it too
-        taken[image.label] = taken.get(image.label, 0) + 1
-    return torch.stack(chosen).float() / 255

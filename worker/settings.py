@@ -6,11 +6,11 @@ import os
 import socket
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import DEV_WEBHOOK_SECRET, CommonSettings
+from worker.engine.config import DEFAULT_CACHE_BYTES, PretrainedPolicy
 
 
 def _default_worker_id() -> str:
@@ -30,7 +30,7 @@ class WorkerSettings(CommonSettings):
     )
     max_attempts: int = Field(default=3, ge=1)
     retry_delay_seconds: int = Field(default=60, ge=0, description="before a failed job retries")
-    pretrained: Literal["fail", "scratch"] = "fail"
+    pretrained: PretrainedPolicy = "fail"
     weights_dir: Path | None = None
     work_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
     webhook_secret: SecretStr | None = None
@@ -42,7 +42,7 @@ class WorkerSettings(CommonSettings):
     max_wall_seconds: int = 24 * 3600
     max_zip_ratio: float = Field(default=200.0, description="uncompressed/compressed per entry")
     download_concurrency: int = 16
-    cache_bytes: int = 8 * 2**30
+    cache_bytes: int = DEFAULT_CACHE_BYTES
     device: str | None = Field(default=None, description="cuda or cpu; default: cuda if present")
 
     @model_validator(mode="after")

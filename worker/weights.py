@@ -20,8 +20,8 @@ from torch.hub import HASH_REGEX, download_url_to_file
 from torchvision.models import get_model_weights
 
 from shared.contract import CLASSIFICATION_ARCHITECTURES, DETECTION_ARCHITECTURES
+from worker.classification.models import weights_file_name
 from worker.detection.models import BACKBONE_WEIGHTS, backbone_weights_file_name
-from worker.training.models import weights_file_name
 
 log = logging.getLogger("aitrainer.weights")
 

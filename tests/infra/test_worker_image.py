@@ -15,9 +15,9 @@ import pytest
 from torchvision.models import get_model_weights
 
 from shared.contract import CLASSIFICATION_ARCHITECTURES, DETECTION_ARCHITECTURES
+from worker.classification.models import weights_file_name
 from worker.detection.models import BACKBONE_WEIGHTS, backbone_weights_file_name
 from worker.settings import WorkerSettings
-from worker.training.models import weights_file_name
 from worker.weights import WeightsFile, is_valid, required_weights
 
 REPO = Path(__file__).resolve().parents[2]

@@ -136,6 +136,23 @@ def test_hostile_and_broken_datasets_fail_clearly_and_the_worker_goes_on(
     assert work == []  # every job's download was deleted
 
 
+def test_a_classifier_whose_loss_diverges_ends_failed_saying_so(
+    client: httpx.Client, azurite: Azurite, dataset_container: Any, start_worker: Any
+) -> None:
+    # The seed's largest learning rate on two-image batches: the loss is NaN by epoch 2.
+    upload_azure(dataset_container, "good/", dataset_files())
+    body = azure_request(
+        azurite, dataset_container.container_name, "good", learning_rate=1.0, batch_size=2
+    )
+    assert client.post("/starttraining/", json=body).status_code == 202
+    worker = start_worker()
+    status = wait_for(client, "clinic", body["project_name"])
+    assert status["result"] == "FAILED", (status, worker.text()[-3000:])
+    assert "training diverged in epoch" in status["message"]
+    assert "try a smaller learning_rate than 1.0" in status["message"]
+    assert not status.get("exports")  # nothing from a diverged run is delivered
+
+
 def test_kill_9_during_training_resumes_from_the_checkpoint(
     client: httpx.Client,
     settings: ApiSettings,

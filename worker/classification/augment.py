@@ -13,7 +13,7 @@ import math
 import torch
 from torchvision.ops import roi_align
 
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 # torchvision's RandomResizedCrop defaults: fraction of the area, and width/height ratio.
 CROP_SCALE = (0.08, 1.0)

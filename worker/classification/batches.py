@@ -13,8 +13,8 @@ from typing import Literal, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from worker.training.data import ImageFile
-from worker.training.preprocessing import decode_image
+from worker.classification.data import ImageFile
+from worker.classification.preprocessing import decode_image
 
 # A device cache may take this share of the GPU memory free at start; the rest is training's.
 DEVICE_CACHE_SHARE = 0.5
@@ -30,16 +30,6 @@ class BatchSource(Protocol):
     placement: CachePlacement
 
     def batches(self, rows: torch.Tensor, sizes: Sequence[int]) -> Iterator[BatchPair]: ...
-
-
-def batch_sizes(count: int, batch_size: int, drop_single_last: bool) -> list[int]:
-    """Sizes of the batches covering count images; a last batch of one can be dropped."""
-    sizes = [batch_size] * (count // batch_size)
-    remainder = count % batch_size
-    # BatchNorm cannot train on a single image, so a lone trailing image waits for next epoch.
-    if remainder and not (drop_single_last and remainder == 1 and batch_size > 1):
-        sizes.append(remainder)
-    return sizes
 
 
 def cache_bytes_needed(rows: int, image_size: int) -> int:

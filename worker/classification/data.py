@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from worker.training.preprocessing import check_image
+from worker.classification.preprocessing import check_image
+from worker.engine.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from worker.engine.data import DatasetError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Archive debris that is never a class: macOS resource forks and Windows thumbnail caches.
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 TRAIN_DIR = "train"
 VAL_DIR = "val"
-DEFAULT_VAL_FRACTION = 0.2
-DEFAULT_SPLIT_SEED = 0
 # Enough names to act on in a status message without making it a wall of text.
 MAX_LISTED_SKIPPED = 20
 MAX_READ_THREADS = 32
@@ -27,10 +27,6 @@ Layout = Literal["train_val", "class_folders"]
 Split = Literal["train", "val"]
 ImageReader = Callable[[int, Path], None]
 """Reads the image at a layout row; raises if the file cannot be decoded."""
-
-
-class DatasetError(ValueError):
-    """The dataset folder breaks a rule; the message names the folder or file and the rule."""
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,7 @@ class DatasetSplit:
 
 
 def load_dataset(
-    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED
+    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
 ) -> DatasetSplit:
     """Find, check and split the dataset in root (train/<class>/ + val/<class>/, or <class>/)."""
     return read_dataset(find_images(root), val_fraction, seed)
@@ -140,7 +136,7 @@ def find_images(root: Path) -> DatasetLayout:
 def read_dataset(
     layout: DatasetLayout,
     val_fraction: float = DEFAULT_VAL_FRACTION,
-    seed: int = DEFAULT_SPLIT_SEED,
+    seed: int = DEFAULT_SEED,
     read_image: ImageReader | None = None,
     threads: int | None = None,
 ) -> DatasetSplit:

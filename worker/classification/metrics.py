@@ -1,12 +1,8 @@
-"""Classification metrics from a confusion matrix, and the metrics.json artifact."""
+"""Classification metrics from a confusion matrix."""
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -67,13 +63,6 @@ def classification_report(
         per_class=per_class,
         confusion_matrix=tuple(tuple(int(v) for v in row) for row in confusion.tolist()),
     )
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON atomically, so an upload from the epoch callback never sees half a file."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, path)
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 from urllib.parse import urlparse
 
 import torch
@@ -11,14 +10,8 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from shared.contract import CLASSIFICATION_ARCHITECTURES
-
-PretrainedPolicy = Literal["fail", "scratch"]
-PRETRAINED_POLICIES: tuple[PretrainedPolicy, ...] = ("fail", "scratch")
-DEFAULT_ARCHITECTURE = CLASSIFICATION_ARCHITECTURES[0]
-
-
-class WeightsMissingError(FileNotFoundError):
-    """The weights cache lacks the ImageNet weights an architecture needs."""
+from worker.engine.config import PRETRAINED_POLICIES, PretrainedPolicy
+from worker.engine.data import WeightsMissingError
 
 
 def weights_file_name(architecture: str) -> str:

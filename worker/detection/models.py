@@ -25,9 +25,8 @@ from torchvision.models.detection import (
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from shared.contract import DETECTION_ARCHITECTURES
-from worker.training.models import PRETRAINED_POLICIES, PretrainedPolicy, WeightsMissingError
-
-DEFAULT_DETECTOR = DETECTION_ARCHITECTURES[0]
+from worker.engine.config import PRETRAINED_POLICIES, PretrainedPolicy
+from worker.engine.data import WeightsMissingError
 
 # The ImageNet backbone each detector starts from: the ones torchvision's COCO detectors
 # were trained from (retinanet_resnet50_fpn_v2 has no default, its COCO weights used V1).

@@ -1,14 +1,21 @@
-"""Checkpoint files and the random-number state a bit-exact resume needs."""
+"""Checkpoint files: atomic saves, safe loads, the random state a bit-exact resume needs, and
+the check that a checkpoint belongs to the run that resumes from it."""
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from worker.engine.config import RESULT_DEFINING_FIELDS, TrainConfig
+
+# Version 1 is what both tasks have written since the first release; jobs in flight across
+# a deploy resume from it, so its keys do not change without a migration and a test.
 CHECKPOINT_FORMAT = 1
 
 
@@ -28,6 +35,43 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"this engine reads format {CHECKPOINT_FORMAT}"
         )
     return payload
+
+
+def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint at path, refused when it was written by a run with other parameters."""
+    payload = load_checkpoint(path)
+    # A checkpoint from before a field existed ran with that field's default (task: they
+    # were all classifiers).
+    saved = TrainConfig.from_dict(payload["config"]).to_dict()
+    changed = [
+        f"{name} {saved.get(name)!r} → {getattr(config, name)!r}"
+        for name in RESULT_DEFINING_FIELDS
+        if saved.get(name) != getattr(config, name)
+    ]
+    if changed:
+        raise ValueError(f"resume_from '{path}' is a different run; changed: {', '.join(changed)}")
+    return payload
+
+
+def load_best_model(
+    path: Path, build: Callable[[TrainConfig, tuple[str, ...], bool], nn.Module]
+) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:
+    """A best checkpoint's model (eval mode, CPU), class names and config, for export.
+
+    build(config, class_names, pretrained) makes the untrained model the weights fit.
+    """
+    payload = load_checkpoint(path)
+    config = TrainConfig.from_dict(payload["config"])
+    class_names = tuple(payload["class_names"])
+    model = build(config, class_names, bool(payload["pretrained"]))
+    model.load_state_dict(payload["model"])
+    return model.eval(), class_names, config
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state on the CPU, unaffected by later training steps."""
+    state = model.state_dict()
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 def capture_rng(generators: dict[str, torch.Generator]) -> dict[str, Any]:

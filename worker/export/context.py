@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import torch
 
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export.wrapper import ProbabilityClassifier
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "probabilities"

@@ -34,15 +34,14 @@ PROBABILITIES_OUTPUT = "classLabel_probs"
 COMPUTE_PRECISION = "float32"
 
 
-def export(ctx: ExportContext) -> Exported:
-    """Convert a trace of the wrapper to out_dir/model.mlpackage.zip."""
+def convert(module: Any, size: int, **options: Any) -> Any:
+    """An ML Program from a traced module with our RGB image input, in float32, unloaded.
+
+    Shared by classifiers and detectors: options name the outputs (and a classifier config).
+    """
     import coremltools as ct
 
-    size = ctx.image_size
-    # A trace of its own: the converter runs graph passes on the module it is given, and the
-    # shared trace also feeds the torch and pytorchmobile files.
-    module = torchscript.trace(ctx)
-    mlmodel = ct.convert(
+    return ct.convert(
         module,
         source="pytorch",
         inputs=[
@@ -54,6 +53,24 @@ def export(ctx: ExportContext) -> Exported:
                 color_layout=ct.colorlayout.RGB,
             )
         ],
+        convert_to="mlprogram",
+        minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
+        compute_precision=ct.precision.FLOAT32,
+        skip_model_load=True,  # no Core ML framework on Linux
+        **options,
+    )
+
+
+def export(ctx: ExportContext) -> Exported:
+    """Convert a trace of the wrapper to out_dir/model.mlpackage.zip."""
+    import coremltools as ct
+
+    size = ctx.image_size
+    # A trace of its own: the converter runs graph passes on the module it is given, and the
+    # shared trace also feeds the torch and pytorchmobile files.
+    mlmodel = convert(
+        torchscript.trace(ctx),
+        size,
         # Naming the probabilities keeps the converter from renaming an anonymous tensor.
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
         classifier_config=ct.ClassifierConfig(
@@ -61,10 +78,6 @@ def export(ctx: ExportContext) -> Exported:
             predicted_feature_name=LABEL_OUTPUT,
             predicted_probabilities_output=None,
         ),
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
-        compute_precision=ct.precision.FLOAT32,
-        skip_model_load=True,  # no Core ML framework on Linux
     )
     mlmodel.author = PRODUCER
     mlmodel.version = ctx.model_version

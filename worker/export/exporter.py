@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 from torch import nn
 
+from shared.contract import EXPORT_FORMATS
 from worker.export import coreml, executorch, mobile, onnx, torchscript
 from worker.export.context import ExportContext, Exported, FileRole
 from worker.export.manifest import (
@@ -30,8 +31,8 @@ from worker.export.wrapper import wrap
 
 log = logging.getLogger(__name__)
 
-# The API's names ("torch" is TorchScript plus the plain state_dict).
-FORMATS: tuple[str, ...] = ("onnx", "coreml", "pytorchmobile", "torch", "executorch")
+# The API's names ("torch" is TorchScript plus the plain state_dict), from the contract.
+FORMATS: tuple[str, ...] = EXPORT_FORMATS
 # Long exporter errors (torch.export's are pages) are cut here; the log has the traceback.
 MAX_REASON_CHARS = 600
 
@@ -44,6 +45,15 @@ class Run(Protocol):
 
     @property
     def model_version(self) -> str: ...
+
+    @property
+    def architecture(self) -> str: ...
+
+    @property
+    def image_size(self) -> int: ...
+
+    @property
+    def labels(self) -> list[str]: ...
 
 
 C = TypeVar("C", bound=Run)
@@ -130,42 +140,62 @@ def export_all(
         reference=reference,
         out_dir=out_dir,
     )
+    return export_formats(
+        ctx,
+        formats,
+        EXPORTERS,
+        metrics,
+        input=input_contract(image_size),
+        output=output_contract(len(labels)),
+    )
+
+
+def export_formats(
+    ctx: C,
+    formats: list[str],
+    exporters: Mapping[str, Format[C]],
+    metrics: dict[str, Any],
+    refused: Mapping[str, str] | None = None,
+    **task_fields: Any,
+) -> Manifest:
+    """Run each requested format (a refused one fails with its reason), write the manifest.
+
+    task_fields are the manifest's task-specific fields (input, output, task, thresholds).
+    Returns the manifest when every format passed, else raises ExportFailed after writing it.
+    """
     requested = list(dict.fromkeys(formats))
     results: dict[str, FormatResult] = {}
     files: list[ExportedFile] = []
     for name in requested:
-        results[name], delivered = run_format(ctx, name, EXPORTERS)
+        if refused and name in refused:
+            results[name] = FormatResult(format=name, status="failed", error=refused[name])
+            continue
+        results[name], delivered = run_format(ctx, name, exporters)
         files += [describe_file(name, path, role) for path, role in delivered]
     manifest = Manifest(
-        model_version=model_version,
+        model_version=ctx.model_version,
         created_at=utcnow(),
-        architecture=architecture,
-        image_size=image_size,
-        labels=labels,
-        num_classes=len(labels),
-        input=input_contract(image_size),
-        output=output_contract(len(labels)),
+        architecture=ctx.architecture,
+        image_size=ctx.image_size,
+        labels=ctx.labels,
+        num_classes=len(ctx.labels),
         metrics=metrics,
         requested_formats=requested,
         formats=results,
         files=files,
         failed=failures(results),
         libraries=library_versions(),
+        **task_fields,
     )
-    return finish(manifest, out_dir)
+    manifest.write(ctx.out_dir)
+    if manifest.failed:
+        raise ExportFailed(manifest)
+    return manifest
 
 
 def failures(results: Mapping[str, FormatResult]) -> dict[str, str]:
     """format → why, for the formats that failed."""
     return {name: r.error or "failed" for name, r in results.items() if r.status == "failed"}
-
-
-def finish(manifest: Manifest, out_dir: Path) -> Manifest:
-    """Write manifest.json and labels.txt; return the manifest, or raise if a format failed."""
-    manifest.write(out_dir)
-    if manifest.failed:
-        raise ExportFailed(manifest)
-    return manifest
 
 
 def run_format(

@@ -10,7 +10,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD, preprocessing_description
+from worker.classification.preprocessing import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    preprocessing_description,
+)
 
 MANIFEST_FILE = "manifest.json"
 LABELS_FILE = "labels.txt"

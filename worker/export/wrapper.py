@@ -7,7 +7,7 @@ import copy
 import torch
 from torch import nn
 
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ProbabilityClassifier(nn.Module):

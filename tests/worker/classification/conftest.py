@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
-from worker.training.engine import EpochReport, TrainConfig, TrainResult, train
+from worker.classification.task import ClassificationTask
+from worker.engine.config import TrainConfig
+from worker.engine.loop import fit
+from worker.engine.results import EpochReport, TrainResult
 
 # Each class is a background colour; random rectangles of any colour are the distraction.
 CLASS_COLOURS = {"blue": (40, 60, 200), "green": (40, 180, 60), "red": (210, 40, 40)}
@@ -109,5 +112,7 @@ def colour_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_run(tmp_path_factory: pytest.TempPathFactory, colour_dataset: Path) -> TrainedRun:
     out_dir = tmp_path_factory.mktemp("run")
     reports: list[EpochReport] = []
-    result = train(colour_dataset, out_dir, FAST_CONFIG, on_epoch=reports.append)
+    result = fit(
+        ClassificationTask(), colour_dataset, out_dir, FAST_CONFIG, on_epoch=reports.append
+    )
     return TrainedRun(colour_dataset, out_dir, result, reports)

@@ -1,4 +1,4 @@
-"""Dataset discovery, checking and splitting (worker.training.data)."""
+"""Dataset discovery, checking and splitting (worker.classification.data)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from worker.training.data import DatasetError, load_dataset
+from worker.classification.data import load_dataset
+from worker.engine.data import DatasetError
 
 WriteImages = Callable[..., list[Path]]
 MakeDataset = Callable[..., Path]

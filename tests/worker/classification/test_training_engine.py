@@ -1,4 +1,4 @@
-"""The training loop end to end on generated colour datasets (worker.training.engine)."""
+"""Classification through the engine end to end on generated colour datasets."""
 
 from __future__ import annotations
 
@@ -12,19 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.worker.training.conftest import FAST_CONFIG
-from worker.training.checkpoint import save_checkpoint
-from worker.training.engine import (
-    EpochReport,
-    TrainConfig,
-    TrainingCancelled,
-    TrainingInterrupted,
-    eval_transform,
-    load_best,
-    load_resumable,
-    train,
-)
-from worker.training.models import WeightsMissingError
+from tests.worker.classification.conftest import FAST_CONFIG
+from worker.classification.preprocessing import eval_transform
+from worker.classification.task import ClassificationTask, load_best_classifier
+from worker.engine.checkpoint import load_resumable, save_checkpoint
+from worker.engine.config import TrainConfig
+from worker.engine.control import TrainingCancelled, TrainingInterrupted
+from worker.engine.data import WeightsMissingError
+from worker.engine.loop import fit
+from worker.engine.results import EpochReport
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Three balanced classes: chance is 1/3, a loop that does not learn stays near it.
@@ -89,7 +85,7 @@ def test_final_report_and_artifacts_are_written(trained_run: Any) -> None:
     matrix = result.report.confusion_matrix
     assert sum(map(sum, matrix)) == result.val_images == 15
     assert [c.support for c in result.report.per_class] == [5, 5, 5]
-    for plot in (result.curves_plot, result.confusion_plot):
+    for plot in (result.plots["curves"], result.plots["confusion_matrix"]):
         assert plot.read_bytes().startswith(PNG_SIGNATURE)
     metrics = json.loads(result.metrics_path.read_text())
     assert len(metrics["epochs"]) == len(result.history)
@@ -102,7 +98,7 @@ def test_final_report_and_artifacts_are_written(trained_run: Any) -> None:
 
 
 def test_load_best_gives_an_eval_model_that_classifies_val_images(trained_run: Any) -> None:
-    model, class_names, config = load_best(trained_run.result.checkpoint_best)
+    model, class_names, config = load_best_classifier(trained_run.result.checkpoint_best)
     assert not model.training
     assert class_names == trained_run.result.class_names
     assert config.architecture == "resnet18"
@@ -123,11 +119,12 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
     config = dataclasses.replace(
         fast_config, epochs=3, step_size=1, architecture="mobilenet_v3_small"
     )  # dropout and a learning-rate step both cross the interruption
-    whole = train(colour_dataset, tmp_path / "whole", config)
+    whole = fit(ClassificationTask(), colour_dataset, tmp_path / "whole", config)
 
     seen: list[EpochReport] = []
     with pytest.raises(TrainingInterrupted) as stopped:
-        train(
+        fit(
+            ClassificationTask(),
             colour_dataset,
             tmp_path / "first",
             config,
@@ -138,7 +135,8 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
     assert [r.epoch for r in seen] == [1]  # the callback came before the stop
 
     resumed_reports: list[EpochReport] = []
-    resumed = train(
+    resumed = fit(
+        ClassificationTask(),
         colour_dataset,
         tmp_path / "second",
         config,
@@ -158,7 +156,8 @@ def test_resuming_a_finished_run_only_reports(
     trained_run: Any, tmp_path: Path, fast_config: TrainConfig
 ) -> None:
     reports: list[EpochReport] = []
-    again = train(
+    again = fit(
+        ClassificationTask(),
         trained_run.dataset,
         tmp_path,
         fast_config,
@@ -168,7 +167,7 @@ def test_resuming_a_finished_run_only_reports(
     assert reports == []
     assert again.report == trained_run.result.report
     assert again.best_epoch == trained_run.result.best_epoch
-    assert again.checkpoint_best.is_file() and again.confusion_plot.is_file()
+    assert again.checkpoint_best.is_file() and again.plots["confusion_matrix"].is_file()
 
 
 def test_resume_refuses_a_checkpoint_of_a_different_run(
@@ -176,7 +175,8 @@ def test_resume_refuses_a_checkpoint_of_a_different_run(
 ) -> None:
     changed = dataclasses.replace(fast_config, learning_rate=0.02)
     with pytest.raises(ValueError, match=r"different run; changed: learning_rate 0.01 → 0.02"):
-        train(
+        fit(
+            ClassificationTask(),
             trained_run.dataset,
             tmp_path,
             changed,
@@ -189,8 +189,13 @@ def test_streaming_from_files_trains_exactly_like_the_cache(
 ) -> None:
     dataset = dataset_factory(tmp_path / "data", per_class=8)
     config = dataclasses.replace(fast_config, epochs=2)
-    cached = train(dataset, tmp_path / "cached", config)
-    streamed = train(dataset, tmp_path / "streamed", dataclasses.replace(config, cache_bytes=0))
+    cached = fit(ClassificationTask(), dataset, tmp_path / "cached", config)
+    streamed = fit(
+        ClassificationTask(),
+        dataset,
+        tmp_path / "streamed",
+        dataclasses.replace(config, cache_bytes=0),
+    )
     assert (cached.cache_placement, streamed.cache_placement) == ("host", "streamed")
     _assert_same_weights(_weights(cached.checkpoint_last), _weights(streamed.checkpoint_last))
 
@@ -207,7 +212,13 @@ def test_cancel_between_batches_raises_training_cancelled(
         return polls >= 3
 
     with pytest.raises(TrainingCancelled) as cancelled:
-        train(dataset, tmp_path / "out", fast_config, cancelled=cancel_on_third_poll)
+        fit(
+            ClassificationTask(),
+            dataset,
+            tmp_path / "out",
+            fast_config,
+            cancelled=cancel_on_third_poll,
+        )
     assert cancelled.value.epoch == 1
     assert polls == 3
     assert not (tmp_path / "out" / "checkpoint_last.pt").exists()
@@ -218,7 +229,7 @@ def test_a_last_batch_of_one_image_is_left_out(
 ) -> None:
     dataset = dataset_factory(tmp_path / "data", per_class=4, layout="train_val", classes=3)
     config = dataclasses.replace(fast_config, epochs=1, batch_size=4)  # 9 train images
-    result = train(dataset, tmp_path / "out", config)
+    result = fit(ClassificationTask(), dataset, tmp_path / "out", config)
     assert result.history[0].train_images == 8
 
 
@@ -230,7 +241,7 @@ def test_missing_weights_fail_before_training(
     weights.mkdir()
     config = dataclasses.replace(fast_config, pretrained="fail", weights_dir=weights)
     with pytest.raises(WeightsMissingError, match=r"resnet18-f37072fd\.pth"):
-        train(dataset, tmp_path / "out", config)
+        fit(ClassificationTask(), dataset, tmp_path / "out", config)
 
 
 @pytest.mark.parametrize(

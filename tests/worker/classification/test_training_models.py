@@ -1,4 +1,4 @@
-"""Model building and the local ImageNet weights cache (worker.training.models)."""
+"""Model building and the local ImageNet weights cache (worker.classification.models)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from torch import nn
 from torchvision.models import get_model
 
 from shared.contract import CLASSIFICATION_ARCHITECTURES
-from worker.training.models import WeightsMissingError, build_model, weights_file_name
+from worker.classification.models import build_model, weights_file_name
+from worker.engine.data import WeightsMissingError
 
 
 @pytest.mark.parametrize("architecture", CLASSIFICATION_ARCHITECTURES)

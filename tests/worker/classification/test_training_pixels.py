@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from worker.training import augment
-from worker.training.augment import BatchTransforms, random_crop_boxes_and_flips
-from worker.training.batches import batch_sizes
-from worker.training.metrics import classification_report
-from worker.training.preprocessing import decode_image, eval_transform
+from worker.classification import augment
+from worker.classification.augment import BatchTransforms, random_crop_boxes_and_flips
+from worker.classification.metrics import classification_report
+from worker.classification.preprocessing import decode_image, eval_transform
+from worker.engine.data import batch_sizes
 
 SIZE = 32
 

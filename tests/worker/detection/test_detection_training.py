@@ -11,24 +11,17 @@ import pytest
 import torch
 
 from dev.sample_detection import write_detection_dataset
+from worker.classification.task import ClassificationTask
 from worker.detection.annotations import load_detection_dataset
-from worker.detection.engine import (
-    DetectionImages,
-    DetectionTrainResult,
-    check_images,
-    load_best_detector,
-    train_detector,
-)
+from worker.detection.data import DetectionImages
 from worker.detection.metrics import DetectionEvaluator
 from worker.detection.models import build_detector
-from worker.training.checkpoint import load_checkpoint
-from worker.training.engine import (
-    CHECKPOINT_LAST,
-    EpochReport,
-    TrainConfig,
-    TrainingInterrupted,
-    train,
-)
+from worker.detection.task import DetectionTask, load_best_detector
+from worker.engine.checkpoint import load_checkpoint
+from worker.engine.config import TrainConfig
+from worker.engine.control import TrainingInterrupted
+from worker.engine.loop import fit
+from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult
 
 # The smallest detector, one easy class, 64 px: about 15 s on two idle cores.
 FAST_CONFIG = TrainConfig(
@@ -57,10 +50,10 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(
     squares: Path, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[DetectionTrainResult, list[EpochReport]]:
+) -> tuple[TrainResult, list[EpochReport]]:
     reports: list[EpochReport] = []
     out = tmp_path_factory.mktemp("trained")
-    return train_detector(squares, out, FAST_CONFIG, on_epoch=reports.append), reports
+    return fit(DetectionTask(), squares, out, FAST_CONFIG, on_epoch=reports.append), reports
 
 
 def untrained_map(dataset_dir: Path, config: TrainConfig) -> float:
@@ -81,7 +74,7 @@ def untrained_map(dataset_dir: Path, config: TrainConfig) -> float:
 
 
 def test_the_detector_learns_the_boxes(
-    trained: tuple[DetectionTrainResult, list[EpochReport]], squares: Path
+    trained: tuple[TrainResult, list[EpochReport]], squares: Path
 ) -> None:
     result, reports = trained
     baseline = untrained_map(squares, FAST_CONFIG)
@@ -96,7 +89,7 @@ def test_the_detector_learns_the_boxes(
 
 
 def test_metrics_file_reports_map_per_class_and_the_dataset(
-    trained: tuple[DetectionTrainResult, list[EpochReport]],
+    trained: tuple[TrainResult, list[EpochReport]],
 ) -> None:
     result, reports = trained
     metrics = json.loads(result.metrics_path.read_text())
@@ -107,18 +100,18 @@ def test_metrics_file_reports_map_per_class_and_the_dataset(
     assert [e["val_accuracy"] for e in metrics["epochs"]] == [r.val_accuracy for r in reports]
     assert metrics["final"]["per_class_ap_50"]["square"] == result.report.map_50
     assert metrics["preprocessing"]["keep_aspect_ratio"] is False
-    assert result.curves_plot.stat().st_size > 1000
+    assert result.plots["curves"].stat().st_size > 1000
     assert all(r.train_loss > 0 and r.val_loss > 0 for r in reports)
 
 
 def test_the_best_checkpoint_detects_squares(
-    trained: tuple[DetectionTrainResult, list[EpochReport]], squares: Path
+    trained: tuple[TrainResult, list[EpochReport]], squares: Path
 ) -> None:
     result, _ = trained
     model, class_names, config = load_best_detector(result.checkpoint_best, None)
     assert class_names == ("square",)
     assert config == FAST_CONFIG
-    images = check_images(squares, config, 4)
+    images = DetectionTask().export_images(squares, config, 4)
     assert images.shape == (4, 3, 64, 64) and images.min() >= 0 and images.max() <= 1
     with torch.inference_mode():
         detections = model(list(images))
@@ -129,13 +122,14 @@ def test_the_best_checkpoint_detects_squares(
 
 def test_an_interrupted_run_resumes_to_the_same_weights(squares: Path, tmp_path: Path) -> None:
     config = replace(FAST_CONFIG, epochs=3)
-    whole = train_detector(squares, tmp_path / "whole", config)
+    whole = fit(DetectionTask(), squares, tmp_path / "whole", config)
 
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_detector(squares, tmp_path / "first", config, stop_after_epoch=lambda: True)
+        fit(DetectionTask(), squares, tmp_path / "first", config, stop_after_epoch=lambda: True)
     assert stopped.value.epoch == 1
     reports: list[EpochReport] = []
-    resumed = train_detector(
+    resumed = fit(
+        DetectionTask(),
         squares,
         tmp_path / "second",
         config,
@@ -153,9 +147,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(squares: Path, tmp_path:
 def test_a_resume_with_other_parameters_is_refused(squares: Path, tmp_path: Path) -> None:
     config = replace(FAST_CONFIG, epochs=2)
     with pytest.raises(TrainingInterrupted):
-        train_detector(squares, tmp_path / "first", config, stop_after_epoch=lambda: True)
+        fit(DetectionTask(), squares, tmp_path / "first", config, stop_after_epoch=lambda: True)
     with pytest.raises(ValueError, match=r"learning_rate 0\.01 → 0\.02"):
-        train_detector(
+        fit(
+            DetectionTask(),
             squares,
             tmp_path / "second",
             replace(config, learning_rate=0.02),
@@ -168,9 +163,14 @@ def test_task_and_architecture_must_agree(squares: Path, tmp_path: Path) -> None
         TrainConfig(task="detection", architecture="resnet18")
     with pytest.raises(ValueError, match=r"mobilenet_v3_large, .* for classification"):
         TrainConfig(architecture="fcos_resnet50_fpn")
-    with pytest.raises(ValueError, match="has its own engine"):
-        train(squares, tmp_path, FAST_CONFIG)
-    with pytest.raises(ValueError, match="trains detectors"):
-        train_detector(
-            squares, tmp_path, replace(FAST_CONFIG, task="classification", architecture="resnet18")
+    with pytest.raises(
+        ValueError, match=r"config\.task is 'detection' but the task trains 'classif"
+    ):
+        fit(ClassificationTask(), squares, tmp_path, FAST_CONFIG)
+    with pytest.raises(ValueError, match="is 'classification' but the task trains 'detection'"):
+        fit(
+            DetectionTask(),
+            squares,
+            tmp_path,
+            replace(FAST_CONFIG, task="classification", architecture="resnet18"),
         )

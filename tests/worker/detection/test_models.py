@@ -10,7 +10,7 @@ from torchvision.models import mobilenet_v3_large
 
 from shared.contract import DETECTION_ARCHITECTURES
 from worker.detection.models import backbone_weights_file_name, build_detector
-from worker.training.models import WeightsMissingError
+from worker.engine.data import WeightsMissingError
 
 
 @pytest.mark.parametrize("architecture", DETECTION_ARCHITECTURES)

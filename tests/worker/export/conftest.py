@@ -12,8 +12,8 @@ from torch import nn
 from torchvision.models import mobilenet_v3_small
 from torchvision.transforms.v2 import functional as F
 
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export import FORMATS, Manifest, export_all
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 LABELS = ["blue sky", "grass", "red"]  # a space on purpose: labels are free text
 COLOURS = torch.tensor([[0.15, 0.25, 0.8], [0.2, 0.7, 0.25], [0.8, 0.15, 0.15]])

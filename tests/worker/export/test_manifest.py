@@ -13,8 +13,8 @@ from tests.worker.export.conftest import (
     MODEL_VERSION,
     ExportRun,
 )
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export import Manifest
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 def test_every_file_in_the_manifest_has_its_real_size_and_sha256(exported: ExportRun) -> None:

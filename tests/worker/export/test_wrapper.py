@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from tests.worker.export.conftest import normalise
+from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export.wrapper import ProbabilityClassifier, wrap
-from worker.training.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 
 def small_model() -> nn.Module:

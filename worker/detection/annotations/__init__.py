@@ -27,7 +27,8 @@ from worker.detection.annotations.common import (
     relative,
 )
 from worker.detection.annotations.layout import find_layout
-from worker.training.data import DEFAULT_SPLIT_SEED, DEFAULT_VAL_FRACTION, DatasetError
+from worker.engine.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from worker.engine.data import DatasetError
 
 __all__ = [
     "AnnotatedImage",
@@ -61,7 +62,7 @@ def detect_format(root: Path) -> DetectionFormat | None:
 
 
 def load_detection_dataset(
-    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SPLIT_SEED
+    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
 ) -> DetectionDataset:
     """Find, parse and check the detection dataset in root; split it unless train/val is given.
 

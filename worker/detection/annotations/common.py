@@ -12,7 +12,8 @@ from typing import Literal
 
 from PIL import Image
 
-from worker.training.data import IGNORED_NAMES, IMAGE_SUFFIXES, MAX_READ_THREADS, DatasetError
+from worker.classification.data import IGNORED_NAMES, IMAGE_SUFFIXES, MAX_READ_THREADS
+from worker.engine.data import DatasetError
 
 DetectionFormat = Literal["coco", "yolo", "voc"]
 Split = Literal["train", "val"]

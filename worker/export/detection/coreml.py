@@ -32,6 +32,7 @@ from worker.export.coreml import (
     PACKAGE_NAME,
     PIXEL_BIAS,
     PIXEL_SCALE,
+    convert,
     load_zipped_spec,
     pixel_scale_problems,
     program_ops,
@@ -99,24 +100,10 @@ def export(ctx: DetectionContext) -> Exported:
     why = refusal(ctx.architecture)
     if why:
         raise UnsupportedArchitecture(why)
-    size = ctx.image_size
-    network = ct.convert(
+    network = convert(
         decoder(ctx),
-        source="pytorch",
-        inputs=[
-            ct.ImageType(
-                name=INPUT_NAME,
-                shape=(1, 3, size, size),
-                scale=PIXEL_SCALE,
-                bias=list(PIXEL_BIAS),
-                color_layout=ct.colorlayout.RGB,
-            )
-        ],
+        ctx.image_size,
         outputs=[ct.TensorType(name=RAW_CONFIDENCE), ct.TensorType(name=RAW_COORDINATES)],
-        convert_to="mlprogram",
-        minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
-        compute_precision=ct.precision.FLOAT32,
-        skip_model_load=True,  # no Core ML framework on Linux
     )
     anchors = int(decoder(ctx).anchors.shape[0])
     nms = _nms_model(ct, ctx, network.get_spec())
@@ -135,7 +122,7 @@ def export(ctx: DetectionContext) -> Exported:
             "model_type": "pipeline (mlProgram, nonMaximumSuppression)",
             "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
             "compute_precision": COMPUTE_PRECISION,
-            "input_shape": [1, 3, size, size],
+            "input_shape": [1, 3, ctx.image_size, ctx.image_size],
             "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
             "anchors": anchors,
             "outputs": [CONFIDENCE, COORDINATES],

@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from shared.contract import DETECTION_EXPORT_FORMATS
+from worker.detection.data import preprocessing_description
 from worker.export.detection import coreml, onnx, torchscript
 from worker.export.detection.context import DetectionContext, Detections
 from worker.export.detection.wrapper import (
@@ -16,28 +18,12 @@ from worker.export.detection.wrapper import (
     num_classes,
     wrap_detector,
 )
-from worker.export.exporter import (
-    FORMATS,
-    Format,
-    describe_file,
-    failures,
-    finish,
-    run_format,
-    validate_arguments,
-)
-from worker.export.manifest import (
-    DetectionOutputContract,
-    ExportedFile,
-    FormatResult,
-    Manifest,
-    detection_input_contract,
-    library_versions,
-    utcnow,
-)
+from worker.export.exporter import FORMATS, Format, export_formats, validate_arguments
+from worker.export.manifest import DetectionOutputContract, Manifest, detection_input_contract
 
-# The formats that can carry a detector (shared.contract.DETECTION_EXPORT_FORMATS): the lite
-# interpreter and ExecuTorch cannot (torchvision's ImageList, data-dependent NMS).
-DETECTION_FORMATS: tuple[str, ...] = ("onnx", "coreml", "torch")
+# The formats that can carry a detector, from the contract: the lite interpreter and
+# ExecuTorch cannot (torchvision's ImageList, data-dependent NMS).
+DETECTION_FORMATS: tuple[str, ...] = DETECTION_EXPORT_FORMATS
 
 EXPORTERS: dict[str, Format[DetectionContext]] = {
     "onnx": Format(onnx.export, onnx.check, (onnx.FILE_NAME,)),
@@ -84,9 +70,6 @@ def export_detector(
             f"the detector scores {num_classes(detector) - 1} classes (plus background) "
             f"but class_names has {len(labels)}"
         )
-    # Imported here: a detection training module being broken must not stop classification.
-    from worker.detection.engine import preprocessing_description
-
     out_dir.mkdir(parents=True, exist_ok=True)
     images = check_images.detach().to("cpu", torch.float32).contiguous()
     mean, std = normalisation(detector)
@@ -104,40 +87,24 @@ def export_detector(
         out_dir=out_dir,
     )
     ctx.reference = ctx.run(wrapper)
-    requested = list(dict.fromkeys(formats))
-    results: dict[str, FormatResult] = {}
-    files: list[ExportedFile] = []
-    for name in requested:
-        if name in CLASSIFIER_ONLY:
-            why = (
-                f"format '{name}' cannot carry a detector "
-                f"(allowed for detection: {', '.join(DETECTION_FORMATS)})"
-            )
-            results[name] = FormatResult(format=name, status="failed", error=why)
-            continue
-        results[name], delivered = run_format(ctx, name, EXPORTERS)
-        files += [describe_file(name, path, role) for path, role in delivered]
-    manifest = Manifest(
+    refused = {
+        name: f"format '{name}' cannot carry a detector "
+        f"(allowed for detection: {', '.join(DETECTION_FORMATS)})"
+        for name in CLASSIFIER_ONLY
+    }
+    return export_formats(
+        ctx,
+        formats,
+        EXPORTERS,
+        metrics,
+        refused,
         task="detection",
-        model_version=model_version,
-        created_at=utcnow(),
-        architecture=architecture,
-        image_size=image_size,
-        labels=labels,
-        num_classes=len(labels),
         input=detection_input_contract(
             image_size, mean, std, preprocessing_description(image_size)
         ),
         output=output_contract(ctx),
         thresholds=thresholds,
-        metrics=metrics,
-        requested_formats=requested,
-        formats=results,
-        files=files,
-        failed=failures(results),
-        libraries=library_versions(),
     )
-    return finish(manifest, out_dir)
 
 
 def output_contract(ctx: DetectionContext) -> DetectionOutputContract:

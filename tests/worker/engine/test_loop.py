@@ -1,0 +1,235 @@
+"""The fit loop alone, on a toy task: a linear model on random tensors (no torchvision)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from worker.engine.checkpoint import load_checkpoint
+from worker.engine.config import TaskName, TrainConfig
+from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
+from worker.engine.data import LoadedData
+from worker.engine.loop import fit
+from worker.engine.results import CHECKPOINT_LAST, EpochReport
+from worker.engine.task import Evaluation, Poll
+
+CONFIG = TrainConfig(
+    epochs=4, learning_rate=0.1, batch_size=8, step_size=2, gamma=0.5, device="cpu"
+)
+TIMING_FIELDS = {"duration_s", "train_duration_s", "images_per_s"}
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ToyReport:
+    score: float
+
+
+class ToyTask:
+    """Two Gaussian blobs in 4-d; scores can be scripted and the loss poisoned from an epoch."""
+
+    name: TaskName = "classification"
+    score_name = "accuracy"
+    score_description = "toy accuracy"
+    loss_label = "cross-entropy"
+    skipped_noun = "toy"
+
+    def __init__(self, scores: list[float] | None = None, nan_from_epoch: int | None = None):
+        self.scores = scores
+        self.nan_from_epoch = nan_from_epoch
+        self.evaluations = 0
+        self.epochs_trained = 0
+
+    def describe_dataset(self, dataset_dir: Path) -> str:
+        return "toy"
+
+    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+        data = torch.Generator().manual_seed(7)
+        labels = torch.arange(48) % 2
+        points = torch.randn(48, 4, generator=data) + labels[:, None] * 2.0
+        self.train_x, self.train_y = points[:32], labels[:32]
+        self.val_x, self.val_y = points[32:], labels[32:]
+        return LoadedData(("a", "b"), 32, 16, 0, (), "host", {"toy": True})
+
+    def build_model(
+        self, config: TrainConfig, resumed_pretrained: bool | None
+    ) -> tuple[nn.Module, bool]:
+        return nn.Linear(4, 2), False
+
+    def prepare_training(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def train_batches(self, order: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:
+        self.epochs_trained += 1
+        for rows in order[: sum(sizes)].split(sizes):
+            noise = torch.randn(len(rows), 4, generator=self.generator) * 0.1
+            yield self.train_x[rows] + noise, self.train_y[rows]
+
+    def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        inputs, labels = batch
+        loss = F.cross_entropy(model(inputs), labels)
+        poisoned = self.nan_from_epoch is not None and self.epochs_trained >= self.nan_from_epoch
+        return (loss * math.nan if poisoned else loss), len(labels)
+
+    def before_evaluation(self, model: nn.Module, poll: Poll) -> None:
+        poll()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
+        poll()
+        logits = model(self.val_x)
+        accuracy = float((logits.argmax(1) == self.val_y).float().mean())
+        if self.scores is not None:
+            accuracy = self.scores[self.evaluations]
+        self.evaluations += 1
+        loss = float(F.cross_entropy(logits, self.val_y))
+        return Evaluation(loss, accuracy, {"score": accuracy})
+
+    def final_report(self, best_payload: dict[str, Any]) -> ToyReport | None:
+        return ToyReport(best_payload["score"]) if best_payload else None
+
+    def final_plots(self, report: ToyReport, out_dir: Path) -> dict[str, Path]:
+        return {}
+
+    def preprocessing(self, image_size: int) -> dict[str, Any]:
+        return {"toy": image_size}
+
+    def load_best(self, checkpoint: Path, weights_dir: Path | None) -> Any:
+        raise NotImplementedError
+
+    def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> Any:
+        raise NotImplementedError
+
+    def export(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+
+def without_timing(report: EpochReport) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(report).items() if k not in TIMING_FIELDS}
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_a_run_trains_every_epoch_and_reports_each(tmp_path: Path) -> None:
+    reports: list[EpochReport] = []
+    result = fit(ToyTask(), tmp_path, tmp_path / "out", CONFIG, on_epoch=reports.append)
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert [r.learning_rate for r in reports] == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert reports[-1].val_accuracy > 0.8  # the blobs are separable
+    assert result.history == tuple(reports)
+    assert set(result.plots) == {"curves"} and result.plots["curves"].stat().st_size > 1000
+    assert result.report == ToyReport(result.best_val_accuracy)
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights_and_history(tmp_path: Path) -> None:
+    whole = fit(ToyTask(), tmp_path, tmp_path / "whole", CONFIG)
+    stops = iter([False, True])
+    with pytest.raises(TrainingInterrupted) as stopped:
+        fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: next(stops))
+    assert stopped.value.epoch == 2
+    reports: list[EpochReport] = []
+    resumed = fit(
+        ToyTask(),
+        tmp_path,
+        tmp_path / "second",
+        CONFIG,
+        on_epoch=reports.append,
+        resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+    )
+    assert [r.epoch for r in reports] == [3, 4]
+    assert [without_timing(r) for r in resumed.history] == [
+        without_timing(r) for r in whole.history
+    ]
+    expected, actual = weights(whole.checkpoint_last), weights(resumed.checkpoint_last)
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert torch.equal(
+        weights(whole.checkpoint_best)["weight"], weights(resumed.checkpoint_best)["weight"]
+    )
+
+
+def test_a_stop_asked_in_the_last_epoch_finishes_the_run_instead(tmp_path: Path) -> None:
+    config = dataclasses.replace(CONFIG, epochs=2)
+    stop_asked = False
+
+    def ask_to_stop_in_the_last_epoch(report: EpochReport) -> None:
+        nonlocal stop_asked
+        stop_asked = report.epoch == config.epochs
+
+    result = fit(
+        ToyTask(),
+        tmp_path,
+        tmp_path / "out",
+        config,
+        on_epoch=ask_to_stop_in_the_last_epoch,
+        stop_after_epoch=lambda: stop_asked,
+    )
+    assert stop_asked
+    assert [r.epoch for r in result.history] == [1, 2]
+
+
+def test_a_cancel_stops_within_the_epoch(tmp_path: Path) -> None:
+    polls = 0
+
+    def cancel_on_seventh_poll() -> bool:
+        nonlocal polls
+        polls += 1
+        return polls == 7  # epoch 1 polls 4 batches + 2; the 7th is epoch 2's first batch
+
+    task = ToyTask()
+    with pytest.raises(TrainingCancelled) as cancelled:
+        fit(task, tmp_path, tmp_path / "out", CONFIG, cancelled=cancel_on_seventh_poll)
+    assert cancelled.value.epoch == 2
+    assert task.evaluations == 1
+
+
+def test_a_tie_keeps_the_earlier_epoch_as_best(tmp_path: Path) -> None:
+    task = ToyTask(scores=[0.5, 0.7, 0.7, 0.6])
+    result = fit(task, tmp_path, tmp_path / "out", CONFIG)
+    assert (result.best_epoch, result.best_val_accuracy) == (2, 0.7)
+    assert [r.improved for r in result.history] == [True, True, False, False]
+    assert load_checkpoint(result.checkpoint_best)["epoch"] == 2
+
+
+def test_a_nan_loss_ends_the_run_as_diverged(tmp_path: Path) -> None:
+    with pytest.raises(TrainingDiverged, match=r"epoch 2 .*nan.* smaller learning_rate than 0\.1"):
+        fit(ToyTask(nan_from_epoch=2), tmp_path, tmp_path / "out", CONFIG)
+    assert load_checkpoint(tmp_path / "out" / CHECKPOINT_LAST)["epoch"] == 1
+
+
+def test_a_resume_with_other_parameters_or_classes_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(TrainingInterrupted):
+        fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: True)
+    checkpoint = tmp_path / "first" / CHECKPOINT_LAST
+    with pytest.raises(ValueError, match=r"changed: gamma 0\.5 → 0\.25"):
+        fit(
+            ToyTask(),
+            tmp_path,
+            tmp_path / "x",
+            dataclasses.replace(CONFIG, gamma=0.25),
+            None,
+            checkpoint,
+        )
+
+    class OtherClasses(ToyTask):
+        def load_data(self, *args: Any) -> LoadedData:
+            return dataclasses.replace(super().load_data(*args), class_names=("a", "c"))
+
+    with pytest.raises(ValueError, match=r"trained on classes \['a', 'b'\]"):
+        fit(OtherClasses(), tmp_path, tmp_path / "y", CONFIG, resume_from=checkpoint)
+
+
+def test_the_task_and_the_config_must_agree(tmp_path: Path) -> None:
+    config = TrainConfig(task="detection", architecture="ssdlite320_mobilenet_v3_large")
+    with pytest.raises(ValueError, match=r"config\.task is 'detection' but the task trains"):
+        fit(ToyTask(), tmp_path, tmp_path / "out", config)

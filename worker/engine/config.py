@@ -1,0 +1,145 @@
+"""TrainConfig: the parameters of one run, validated when made, and the defaults they start from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+# The seed's defaults and the smallest image size (every model here downsamples by 32)
+# live in the contract, so the API, the engine and the docs cannot disagree.
+from shared.contract import (
+    CLASSIFICATION_ARCHITECTURES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_GAMMA,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_STEP_SIZE,
+    DETECTION_ARCHITECTURES,
+    MIN_IMAGE_SIZE,
+)
+
+TaskName = Literal["classification", "detection"]
+ARCHITECTURES: dict[TaskName, tuple[str, ...]] = {
+    "classification": CLASSIFICATION_ARCHITECTURES,
+    "detection": DETECTION_ARCHITECTURES,
+}
+# "fail": a missing ImageNet weights file fails the run; "scratch": train without it.
+PretrainedPolicy = Literal["fail", "scratch"]
+PRETRAINED_POLICIES: tuple[PretrainedPolicy, ...] = ("fail", "scratch")
+
+DEFAULT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.2
+# RAM for decoded images (the worker's AITRAINER_CACHE_BYTES default); beyond it, stream.
+DEFAULT_CACHE_BYTES = 8 * 2**30
+MAX_AUTO_WORKERS = 16
+
+# The options that decide a run's result; a resume must not change them. The rest (where
+# weights, memory and workers come from) may differ between the machines of one run.
+RESULT_DEFINING_FIELDS = (
+    "task",
+    "epochs",
+    "learning_rate",
+    "image_size",
+    "batch_size",
+    "step_size",
+    "gamma",
+    "architecture",
+    "seed",
+    "val_fraction",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The parameters of one run; invalid values fail here, naming the option."""
+
+    epochs: int = DEFAULT_EPOCHS
+    learning_rate: float = DEFAULT_LEARNING_RATE
+    image_size: int = DEFAULT_IMAGE_SIZE
+    batch_size: int = DEFAULT_BATCH_SIZE
+    step_size: int = DEFAULT_STEP_SIZE
+    gamma: float = DEFAULT_GAMMA
+    architecture: str = CLASSIFICATION_ARCHITECTURES[0]
+    pretrained: PretrainedPolicy = "fail"
+    weights_dir: Path | None = None
+    seed: int = DEFAULT_SEED
+    device: str | None = None  # None: CUDA when available, else CPU
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+    num_workers: int | None = None  # decode threads and loader workers; None: one per core
+    val_fraction: float = DEFAULT_VAL_FRACTION
+    task: TaskName = "classification"
+
+    def __post_init__(self) -> None:
+        problems = [
+            f"{name} {rule} (got {value!r})" for name, value, ok, rule in self._rules() if not ok
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _rules(self) -> list[tuple[str, object, bool, str]]:
+        architectures = ARCHITECTURES.get(self.task, ())
+        tasks = ", ".join(ARCHITECTURES)
+        return [
+            ("epochs", self.epochs, self.epochs >= 1, "must be at least 1"),
+            ("learning_rate", self.learning_rate, self.learning_rate > 0, "must be > 0"),
+            (
+                "image_size",
+                self.image_size,
+                self.image_size >= MIN_IMAGE_SIZE,
+                f"must be at least {MIN_IMAGE_SIZE}",
+            ),
+            ("batch_size", self.batch_size, self.batch_size >= 1, "must be at least 1"),
+            ("step_size", self.step_size, self.step_size >= 1, "must be at least 1"),
+            ("gamma", self.gamma, 0 < self.gamma <= 1, "must be in (0, 1]"),
+            ("task", self.task, self.task in ARCHITECTURES, f"must be one of {tasks}"),
+            (
+                "architecture",
+                self.architecture,
+                self.architecture in architectures,
+                f"must be one of {', '.join(architectures)} for {self.task}",
+            ),
+            (
+                "pretrained",
+                self.pretrained,
+                self.pretrained in PRETRAINED_POLICIES,
+                f"must be one of {', '.join(PRETRAINED_POLICIES)}",
+            ),
+            ("cache_bytes", self.cache_bytes, self.cache_bytes >= 0, "must be >= 0"),
+            (
+                "num_workers",
+                self.num_workers,
+                self.num_workers is None or self.num_workers >= 0,
+                "must be >= 0",
+            ),
+            ("val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "must be in (0, 1)"),
+        ]
+
+    @property
+    def loader_workers(self) -> int:
+        """Data-loader worker processes: num_workers when set (0: load in the main process)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(MAX_AUTO_WORKERS, os.cpu_count() or 1)
+
+    @property
+    def threads(self) -> int:
+        """Decode threads: as many as loader workers, and at least one."""
+        return self.loader_workers or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values only, for checkpoints and metrics.json."""
+        values = asdict(self)
+        values["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """The inverse of to_dict; unknown keys (from a newer engine) are ignored."""
+        known = {f.name for f in fields(cls)}
+        kept = {key: value for key, value in values.items() if key in known}
+        if kept.get("weights_dir"):
+            kept["weights_dir"] = Path(kept["weights_dir"])
+        return cls(**kept)

@@ -1,0 +1,40 @@
+"""What the loop needs of a task's data: batch sizes, a dataset summary, and its errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# Evaluation keeps no activations for backward, so it can take bigger batches.
+EVAL_BATCH_FACTOR = 2
+
+
+class DatasetError(ValueError):
+    """The dataset folder breaks a rule; the message names the folder or file and the rule."""
+
+
+class WeightsMissingError(FileNotFoundError):
+    """The weights cache lacks the ImageNet weights an architecture needs."""
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """A task's dataset as the loop sees it: readable images counted, skipped ones named."""
+
+    class_names: tuple[str, ...]
+    train_images: int  # readable training images
+    val_images: int  # readable validation images
+    skipped: int  # images not trained on (unreadable, or missing for detection)
+    skipped_files: tuple[str, ...]  # relative to the dataset folder, the first few
+    placement: str  # where decoded images live: "device", "host" or "streamed"
+    summary: dict[str, Any] = field(default_factory=dict)  # the task's keys in metrics.json
+
+
+def batch_sizes(count: int, batch_size: int, drop_single_last: bool) -> list[int]:
+    """Sizes of the batches covering count images; a last batch of one can be dropped."""
+    sizes = [batch_size] * (count // batch_size)
+    remainder = count % batch_size
+    # BatchNorm cannot train on a single image, so a lone trailing image waits for next epoch.
+    if remainder and not (drop_single_last and remainder == 1 and batch_size > 1):
+        sizes.append(remainder)
+    return sizes

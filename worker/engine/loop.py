@@ -1,0 +1,356 @@
+"""fit: the one training loop. Seed, load, build, then per epoch train → evaluate → keep the
+best → checkpoint → report; resume, warm stop, cancel and divergence are handled here once."""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import SGD
+from torch.optim.lr_scheduler import StepLR
+
+from worker.engine.checkpoint import (
+    capture_rng,
+    cpu_state,
+    load_resumable,
+    restore_rng,
+    save_checkpoint,
+)
+from worker.engine.config import TrainConfig
+from worker.engine.control import TrainingInterrupted, cancel_poller, check_finite
+from worker.engine.data import LoadedData, batch_sizes
+from worker.engine.device import choose_device, synchronize
+from worker.engine.plots import plot_curves
+from worker.engine.results import ArtifactPaths, EpochReport, TrainResult, write_json
+from worker.engine.task import Evaluation, Poll, Task
+
+log = logging.getLogger(__name__)
+
+MOMENTUM = 0.9  # the seed's SGD
+# Offsets the augmentation stream from the shuffle stream that shares the run's seed.
+AUGMENT_SEED_OFFSET = 1
+# checkpoint_last.pt's "best" holds these and the task's payload (classification's
+# "confusion", detection's "report"): the keys every checkpoint since format 1 has.
+BEST_KEYS = ("epoch", "accuracy", "model")
+
+
+@dataclass
+class Best:
+    """The best epoch so far: its score, weights (on the CPU) and the task's payload."""
+
+    epoch: int = 0
+    accuracy: float = -1.0
+    model: dict[str, torch.Tensor] | None = None
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """Everything one run holds between epochs; checkpoint_last.pt saves what resumes it."""
+
+    task: Task
+    config: TrainConfig
+    device: torch.device
+    data: LoadedData
+    model: nn.Module
+    pretrained: bool
+    optimizer: torch.optim.Optimizer
+    scheduler: StepLR
+    generators: dict[str, torch.Generator]
+    paths: ArtifactPaths
+    history: list[EpochReport] = field(default_factory=list)
+    best: Best = field(default_factory=Best)
+    first_epoch: int = 1
+
+
+def fit(
+    task: Task,
+    dataset_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+    resume_from: Path | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    stop_after_epoch: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train task's model on dataset_dir, writing checkpoints, metrics and plots to out_dir.
+
+    Raises TrainingInterrupted after an epoch when stop_after_epoch() says so (resume from
+    checkpoint_last.pt), TrainingCancelled within an epoch once cancelled() does, and
+    TrainingDiverged when an epoch's loss is not finite.
+    """
+    if config.task != task.name:
+        raise ValueError(f"config.task is {config.task!r} but the task trains {task.name!r}")
+    run = start(task, dataset_dir, out_dir, config, resume_from)
+    for epoch in range(run.first_epoch, config.epochs + 1):
+        report = run_epoch(run, epoch, cancel_poller(cancelled, epoch))
+        if on_epoch:
+            on_epoch(report)
+        # After the last epoch there is nothing left to resume: finish instead.
+        if epoch < config.epochs and stop_after_epoch and stop_after_epoch():
+            raise TrainingInterrupted(epoch)
+    return finish(run)
+
+
+def start(
+    task: Task, dataset_dir: Path, out_dir: Path, config: TrainConfig, resume_from: Path | None
+) -> Run:
+    """Seed, load the data, build model and optimiser, and restore a checkpoint if given."""
+    device = choose_device(config.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resumed = load_resumable(resume_from, config) if resume_from else None
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    data = task.load_data(dataset_dir, config, device)
+    if resumed and tuple(resumed["class_names"]) != data.class_names:
+        raise ValueError(
+            f"resume_from checkpoint was trained on classes {resumed['class_names']}, "
+            f"the dataset has {list(data.class_names)}"
+        )
+    model, pretrained = task.build_model(config, bool(resumed["pretrained"]) if resumed else None)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = SGD(trainable, lr=config.learning_rate, momentum=MOMENTUM)
+    generators = {
+        "shuffle": torch.Generator().manual_seed(config.seed),
+        "augment": torch.Generator(device).manual_seed(config.seed + AUGMENT_SEED_OFFSET),
+    }
+    task.prepare_training(generators["augment"])
+    run = Run(
+        task=task,
+        config=config,
+        device=device,
+        data=data,
+        model=model,
+        pretrained=pretrained,
+        optimizer=optimizer,
+        scheduler=StepLR(optimizer, step_size=config.step_size, gamma=config.gamma),
+        generators=generators,
+        paths=ArtifactPaths(out_dir),
+    )
+    if resumed:
+        restore(run, resumed)
+        if resume_from and resume_from.resolve() != run.paths.checkpoint_last.resolve():
+            shutil.copyfile(resume_from, run.paths.checkpoint_last)
+    log.info(
+        "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s",
+        config.architecture,
+        len(data.class_names),
+        data.train_images,
+        data.val_images,
+        data.skipped,
+        data.placement,
+        device,
+    )
+    return run
+
+
+def restore(run: Run, resumed: dict[str, Any]) -> None:
+    """Continue after the checkpoint's epoch with its weights, optimiser, schedule and RNG."""
+    run.model.load_state_dict(resumed["model"])
+    run.optimizer.load_state_dict(resumed["optimizer"])
+    run.scheduler.load_state_dict(resumed["scheduler"])
+    restore_rng(resumed["rng"], run.generators)
+    run.history = [EpochReport(**report) for report in resumed["history"]]
+    saved = resumed["best"]
+    payload = {key: value for key, value in saved.items() if key not in BEST_KEYS}
+    run.best = Best(saved["epoch"], saved["accuracy"], saved["model"], payload)
+    run.first_epoch = resumed["epoch"] + 1
+    save_best(run)
+
+
+def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
+    """Train one epoch, evaluate, keep a new best, write the checkpoint and metrics.json."""
+    config, task, device = run.config, run.task, run.device
+    learning_rate = run.optimizer.param_groups[0]["lr"]
+    order = torch.randperm(run.data.train_images, generator=run.generators["shuffle"])
+    sizes = batch_sizes(run.data.train_images, config.batch_size, drop_single_last=True)
+    synchronize(device)
+    started = time.perf_counter()
+    train_loss, train_images = train_one_epoch(
+        task, run.model, run.optimizer, task.train_batches(order, sizes), device, poll
+    )
+    train_duration = time.perf_counter() - started
+    check_finite(epoch, train_loss, config.learning_rate)
+    run.scheduler.step()
+    task.before_evaluation(run.model, poll)
+    evaluation = task.evaluate(run.model, poll)
+    duration = time.perf_counter() - started
+
+    # Strictly better only: on a tie the earlier (less trained) epoch stays best.
+    improved = evaluation.score > run.best.accuracy
+    if improved:
+        run.best = Best(epoch, evaluation.score, cpu_state(run.model), evaluation.best_payload)
+    report = EpochReport(
+        epoch=epoch,
+        epochs=config.epochs,
+        train_loss=train_loss,
+        val_loss=evaluation.loss,
+        val_accuracy=evaluation.score,
+        learning_rate=learning_rate,
+        duration_s=duration,
+        train_duration_s=train_duration,
+        images_per_s=train_images / train_duration,
+        train_images=train_images,
+        improved=improved,
+        best_epoch=run.best.epoch,
+        best_val_accuracy=run.best.accuracy,
+        pretrained=run.pretrained,
+        skipped_images=run.data.skipped,
+    )
+    run.history.append(report)
+    log_epoch(run, report, evaluation)
+    save_epoch(run, improved)
+    return report
+
+
+def train_one_epoch(
+    task: Task,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Any],
+    device: torch.device,
+    poll: Poll,
+) -> tuple[float, int]:
+    """One pass over the training batches; returns the mean loss and the images seen."""
+    model.train()
+    # Summed on the device and read once at the end: a per-step .item() would stall the GPU.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    images_seen = 0
+    for batch in batches:
+        poll()
+        loss, count = task.training_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * count
+        images_seen += count
+    return (loss_sum / max(1, images_seen)).item(), images_seen
+
+
+def save_epoch(run: Run, improved: bool) -> None:
+    """checkpoint_last.pt (and checkpoint_best.pt after a new best), then metrics.json."""
+    model_state = run.model.state_dict()
+    best = run.best
+    save_checkpoint(
+        {
+            "epoch": run.history[-1].epoch,
+            "config": run.config.to_dict(),
+            "class_names": list(run.data.class_names),
+            "pretrained": run.pretrained,
+            "model": model_state,
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "history": [asdict(report) for report in run.history],
+            "best": {
+                "epoch": best.epoch,
+                "accuracy": best.accuracy,
+                # The same tensors when this epoch is the best: torch.save stores them once.
+                "model": model_state if improved else best.model,
+                **best.payload,
+            },
+            "rng": capture_rng(run.generators),
+        },
+        run.paths.checkpoint_last,
+    )
+    if improved:
+        save_best(run)
+    write_json(run.paths.metrics, metrics(run, run.task.final_report(best.payload)))
+
+
+def save_best(run: Run) -> None:
+    """checkpoint_best.pt: the best epoch's weights and what rebuilding the model needs."""
+    save_checkpoint(
+        {
+            "epoch": run.best.epoch,
+            "val_accuracy": run.best.accuracy,
+            "config": run.config.to_dict(),
+            "class_names": list(run.data.class_names),
+            "pretrained": run.pretrained,
+            "model": run.best.model,
+        },
+        run.paths.checkpoint_best,
+    )
+
+
+def finish(run: Run) -> TrainResult:
+    """The best epoch's report, the curves and the task's plots, and the final metrics.json."""
+    if run.best.model is None:
+        raise RuntimeError("no epoch was evaluated; nothing to report")
+    task, history, paths = run.task, run.history, run.paths
+    report = task.final_report(run.best.payload)
+    plot_curves(
+        [r.epoch for r in history],
+        [r.train_loss for r in history],
+        [r.val_loss for r in history],
+        [r.val_accuracy for r in history],
+        paths.curves,
+        loss_label=task.loss_label,
+        accuracy_title=f"Validation {task.score_name}",
+    )
+    plots = {"curves": paths.curves, **task.final_plots(report, paths.out_dir)}
+    write_json(paths.metrics, metrics(run, report))
+    return TrainResult(
+        task=task.name,
+        class_names=run.data.class_names,
+        best_epoch=run.best.epoch,
+        best_val_accuracy=run.best.accuracy,
+        report=report,
+        history=tuple(history),
+        skipped=run.data.skipped,
+        skipped_files=run.data.skipped_files,
+        pretrained=run.pretrained,
+        train_images=run.data.train_images,
+        val_images=run.data.val_images,
+        cache_placement=run.data.placement,
+        checkpoint_best=paths.checkpoint_best,
+        checkpoint_last=paths.checkpoint_last,
+        metrics_path=paths.metrics,
+        plots=plots,
+    )
+
+
+def metrics(run: Run, final: Any) -> dict[str, Any]:
+    """metrics.json: the run, its dataset, every epoch, and the best epoch's report so far."""
+    data = run.data
+    return {
+        "task": run.task.name,
+        "class_names": list(data.class_names),
+        "config": run.config.to_dict(),
+        "pretrained": run.pretrained,
+        "preprocessing": run.task.preprocessing(run.config.image_size),
+        "dataset": {
+            **data.summary,
+            "train_images": data.train_images,
+            "val_images": data.val_images,
+            "skipped": data.skipped,
+            "skipped_files": list(data.skipped_files),
+            "cache": data.placement,
+        },
+        "accuracy_is": run.task.score_description,
+        "epochs": [asdict(report) for report in run.history],
+        "best_epoch": run.best.epoch,
+        "best_val_accuracy": run.best.accuracy,
+        "final": asdict(final) if final is not None else None,
+    }
+
+
+def log_epoch(run: Run, report: EpochReport, evaluation: Evaluation) -> None:
+    log.info(
+        "epoch %d/%d: train loss %.4f, val loss %.4f, val %s %.4f%s, %.0f images/s",
+        report.epoch,
+        report.epochs,
+        report.train_loss,
+        report.val_loss,
+        run.task.score_name,
+        report.val_accuracy,
+        evaluation.note,
+        report.images_per_s,
+    )
