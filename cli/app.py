@@ -37,8 +37,10 @@ from cli.errors import (
 from cli.progress import accuracy_name, figures, follow
 from cli.upload import LocalDataset, UploadedDataset, scan, upload
 from shared.contract import (
+    AUGMENTATIONS,
     CLASSIFICATION_ARCHITECTURES,
     COREML_DETECTION_ARCHITECTURES,
+    DEFAULT_AUGMENTATION,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_EXPORT,
@@ -180,6 +182,18 @@ def cli() -> None:
     help=f"Classification: {', '.join(CLASSIFICATION_ARCHITECTURES)}; detection: "
     f"{', '.join(DETECTION_ARCHITECTURES)} (default: the first of each).",
 )
+@click.option(
+    "--augmentation",
+    type=click.Choice(AUGMENTATIONS),
+    help=f"Training augmentation preset (default {DEFAULT_AUGMENTATION}: the strength the "
+    "run can afford; docs/training.md).",
+)
+@click.option(
+    "--no-flip",
+    "no_flip",
+    is_flag=True,
+    help="Never mirror images left to right (text, digits, left/right teeth).",
+)
 @click.option("--webhook-url", help="Where the worker POSTs progress events.")
 @click.option(
     "--out",
@@ -234,6 +248,8 @@ def train(
     exports: tuple[str, ...],
     model_type: str,
     architecture: str | None,
+    augmentation: str | None,
+    no_flip: bool,
     webhook_url: str | None,
     out: Path | None,
     detach: bool,
@@ -277,6 +293,8 @@ def train(
         "step_size": step_size,
         "gamma": gamma,
         "architecture": architecture,
+        "augmentation": augmentation,
+        "horizontal_flip": False if no_flip else None,
         "webhook_url": webhook_url,
         "export": [name.strip() for item in exports for name in item.split(",") if name.strip()]
         or None,
@@ -481,7 +499,8 @@ def _show_status(console: Console, answer: StatusResponse) -> None:
         console,
         f"  {p.architecture}, {p.epochs} epochs, image size {p.image_size}, batch size "
         f"{p.batch_size}, learning rate {p.learning_rate:g} (×{p.gamma:g} every {p.step_size} "
-        f"epochs), export {', '.join(p.export)}",
+        f"epochs), augmentation {p.augmentation}{'' if p.horizontal_flip else ' without flips'}, "
+        f"export {', '.join(p.export)}",
     )
     if answer.exports:
         fetch = command("download", answer.profile_id, answer.project_name)

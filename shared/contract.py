@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -56,6 +56,12 @@ DETECTION_EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "torch")
 # and FPN detectors do not.
 COREML_DETECTION_ARCHITECTURES: tuple[str, ...] = ("ssdlite320_mobilenet_v3_large",)
 DEFAULT_EXPORT: tuple[str, ...] = ("onnx", "coreml")
+
+# Training augmentation: a preset, or "auto" (the engine picks what the run can afford;
+# docs/training.md "Recipe"). horizontal_flip=False turns every preset's flips off.
+Augmentation = Literal["auto", "none", "light", "standard"]
+AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
+DEFAULT_AUGMENTATION: Augmentation = "auto"
 
 DEFAULT_EPOCHS = 10
 DEFAULT_LEARNING_RATE = 0.01
@@ -230,6 +236,8 @@ class StartTrainingRequest(BaseModel):
     export: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPORT))
     model_type: Literal["classification", "detection"]
     architecture: str | None = None
+    augmentation: Augmentation = DEFAULT_AUGMENTATION
+    horizontal_flip: bool = True
     storage_type: Literal["aws", "azure"]
     container: str
     folder: str
@@ -471,6 +479,9 @@ class TrainingParams(BaseModel):
     export: list[str]
     model_type: Literal["classification", "detection"]
     architecture: str | None
+    # Rows written before these fields existed read as the defaults.
+    augmentation: Augmentation = DEFAULT_AUGMENTATION
+    horizontal_flip: bool = True
 
 
 class DatasetLocation(BaseModel):

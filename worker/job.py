@@ -219,6 +219,8 @@ class Job:
             device=self.settings.device,
             cache_bytes=self.settings.cache_bytes,
             task=params.model_type,
+            augmentation=params.augmentation,
+            horizontal_flip=params.horizontal_flip,
         )
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
@@ -341,9 +343,27 @@ class Job:
             notes.append(f"{plural(result.skipped, self.task.skipped_noun)} skipped")
         if not result.pretrained:
             notes.append("trained from scratch (no ImageNet weights in the cache)")
-        return self.finish(
-            State.SUCCESS, f"trained {self.row.params.epochs} epochs; " + "; ".join(notes)
-        )
+        message = f"trained {self.row.params.epochs} epochs; " + "; ".join(notes)
+        floor = self.task.learned_floor(len(result.class_names))
+        if result.best_val_accuracy < floor:
+            message = did_not_learn(self.task.score_name, result, floor) + "; " + message
+        return self.finish(State.SUCCESS, message)
+
+
+def did_not_learn(score_name: str, result: TrainResult, floor: float) -> str:
+    """What a model that validates near chance tells its user, and what to change."""
+    advice = [
+        f"more epochs than {len(result.history)}",
+        "a lower learning_rate",
+        "more images per class" if len(result.class_names) > 1 else "more images",
+    ]
+    if not result.pretrained:
+        advice.insert(2, "pretrained weights")
+    return (
+        f"the model did not learn: its best validation {score_name} "
+        f"{result.best_val_accuracy:.1%} is below {floor:.1%}, about what guessing gets; "
+        f"try {', '.join(advice[:-1])} or {advice[-1]}"
+    )
 
 
 def report_summary(result: TrainResult) -> dict[str, Any]:

@@ -10,11 +10,19 @@ from shared import contract
 
 
 def option_help() -> dict[str, str]:
-    """Each option of `train --help` and its help text, one line each (no wrapping)."""
+    """Each option of `train --help` and its help text, one line each."""
     result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=1000)
     assert result.exit_code == 0, result.output
-    lines = [line.strip() for line in result.output.splitlines()]
-    return {line.split()[0]: line for line in lines if line.startswith("--")}
+    # Click moves the help of an option with a long metavar to the lines below it.
+    options: dict[str, str] = {}
+    current = None
+    for line in (line.strip() for line in result.output.splitlines()):
+        if line.startswith("--"):
+            current = line.split()[0]
+            options[current] = line
+        elif current and line:
+            options[current] += " " + line
+    return options
 
 
 @pytest.mark.parametrize(
@@ -66,6 +74,10 @@ def option_help() -> dict[str, str]:
         (
             "--architecture",
             [*contract.CLASSIFICATION_ARCHITECTURES, *contract.DETECTION_ARCHITECTURES],
+        ),
+        (
+            "--augmentation",
+            ["|".join(contract.AUGMENTATIONS), f"default {contract.DEFAULT_AUGMENTATION}:"],
         ),
     ],
 )

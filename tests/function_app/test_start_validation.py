@@ -268,6 +268,8 @@ def test_defaults_and_duplicate_exports_reach_the_status(http: httpx.Client) -> 
         "export": ["torch", "onnx"],
         "model_type": "classification",
         "architecture": "mobilenet_v3_large",
+        "augmentation": "auto",
+        "horizontal_flip": True,
     }
     assert status["epochs"] == 10
 

@@ -5,15 +5,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from shared.contract import (
     DatasetLocation,
+    StartTrainingRequest,
     State,
     TrainingParams,
     TrainingRow,
+    describe_validation_error,
     identifier_problem,
     webhook_url_problem,
 )
+
+AUGMENTATION_FIELDS = ("augmentation", "horizontal_flip")
 
 
 @pytest.mark.parametrize(
@@ -108,3 +113,46 @@ def test_a_webhook_host_whose_lookup_hangs_is_refused_after_the_given_time(
         released.set()
     assert problem == "webhook_url host 'hangs.example.com' did not resolve within 0.2 s"
     assert time.monotonic() - began < 1
+
+
+def start_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "profile_id": "alice",
+        "project_name": "teeth",
+        "model_type": "classification",
+        "storage_type": "aws",
+        "container": "bucket",
+        "folder": "photos",
+        "zipped": False,
+        "aws_access_key_id": "AKIAEXAMPLE",
+        "aws_secret_access_key": "secret",
+        **extra,
+    }
+
+
+def test_augmentation_and_flip_default_to_auto_and_true_and_reach_the_row() -> None:
+    request = StartTrainingRequest.model_validate(start_body())
+    assert (request.augmentation, request.horizontal_flip) == ("auto", True)
+    chosen = StartTrainingRequest.model_validate(
+        start_body(augmentation="none", horizontal_flip=False)
+    )
+    params = TrainingRow.from_request(chosen, None).params
+    assert (params.augmentation, params.horizontal_flip) == ("none", False)
+    # A row written before the fields existed reads as the defaults.
+    old = {k: v for k, v in params.model_dump().items() if k not in AUGMENTATION_FIELDS}
+    assert TrainingParams.model_validate(old).augmentation == "auto"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"augmentation": "heavy"}, "augmentation must be one of 'auto', 'none', 'light'"),
+        ({"horizontal_flip": "no"}, "horizontal_flip must be"),
+    ],
+)
+def test_bad_augmentation_fields_are_refused_naming_them(
+    extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError) as refused:
+        StartTrainingRequest.model_validate(start_body(**extra))
+    assert message in describe_validation_error(refused.value)

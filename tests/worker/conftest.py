@@ -17,6 +17,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import torch
 from pydantic import SecretStr
 
 from dev.stack import REPO, Azurite, S3Server, start_s3, stop_process
@@ -226,3 +227,14 @@ def all_storage_text(settings: ApiSettings) -> str:
     for blob in container.list_blobs():
         parts.append(container.download_blob(blob.name).readall().decode("latin-1"))
     return "\n".join(parts)
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread: float reductions then run in one order, so a seeded run repeats."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -14,13 +14,19 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.sample_data import dataset_files
+from dev.sample_data import dataset_files, image_bytes
 from dev.stack import Azurite, free_port
 from function_app.api import ApiSettings
 from shared.contract import State
 from shared.storage.account import StorageAccount
 from shared.storage.jobs import JobsTable
-from tests.worker.conftest import S3_KEY_ID, S3_SECRET, upload_azure, wait_for
+from tests.worker.conftest import (
+    S3_KEY_ID,
+    S3_SECRET,
+    WebhookReceiver,
+    upload_azure,
+    wait_for,
+)
 from tests.worker.test_pipeline import azure_request, s3_request
 
 
@@ -151,6 +157,37 @@ def test_a_classifier_whose_loss_diverges_ends_failed_saying_so(
     assert "training diverged in epoch" in status["message"]
     assert "try a smaller learning_rate than 1.0" in status["message"]
     assert not status.get("exports")  # nothing from a diverged run is delivered
+
+
+def test_a_model_that_learned_nothing_succeeds_but_says_so(
+    client: httpx.Client,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+    webhook: WebhookReceiver,
+) -> None:
+    # Labels that have nothing to do with the pixels: every image is the same picture.
+    same = image_bytes((90, 120, 200), 32, "one picture")
+    upload_azure(
+        dataset_container,
+        "noise/",
+        {f"{label}/{index:02d}.png": same for label in ("bad", "good") for index in range(12)},
+    )
+    body = azure_request(
+        azurite, dataset_container.container_name, "noise", webhook_url=webhook.url
+    )
+    assert client.post("/starttraining/", json=body).status_code == 202
+    worker = start_worker()
+    status = wait_for(client, "clinic", body["project_name"])
+    assert status["result"] == "SUCCESS", (status, worker.text()[-3000:])
+    assert status["accuracy"] == 0.5
+    assert status["message"].startswith(
+        "the model did not learn: its best validation accuracy 50.0% is below 75.0%"
+    )
+    assert "more epochs than 2" in status["message"] and "pretrained weights" in status["message"]
+    assert eventually(lambda: any(e["result"] == "SUCCESS" for e in webhook.events()))
+    final = next(e for e in webhook.events() if e["result"] == "SUCCESS")
+    assert final["message"] == status["message"]
 
 
 def test_kill_9_during_training_resumes_from_the_checkpoint(

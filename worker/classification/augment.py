@@ -17,6 +17,12 @@ from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 # torchvision's RandomResizedCrop defaults: fraction of the area, and width/height ratio.
 CROP_SCALE = (0.08, 1.0)
+# The smallest crop (share of the area) of each augmentation strength; None: no crop.
+CROP_SCALES: dict[str, tuple[float, float] | None] = {
+    "none": None,
+    "light": (0.5, 1.0),
+    "standard": CROP_SCALE,
+}
 CROP_RATIO = (3 / 4, 4 / 3)
 CROP_ATTEMPTS = 10
 FLIP_PROBABILITY = 0.5
@@ -26,9 +32,18 @@ PIXEL_MAX = 255.0
 class BatchTransforms:
     """Turns uint8 batches into model inputs: augmented for training, plain for evaluation."""
 
-    def __init__(self, image_size: int, device: torch.device, generator: torch.Generator):
+    def __init__(
+        self,
+        image_size: int,
+        device: torch.device,
+        generator: torch.Generator,
+        crop_scale: tuple[float, float] | None = CROP_SCALE,
+        flip: bool = True,
+    ):
         self.image_size = image_size
         self.generator = generator
+        self.crop_scale = crop_scale
+        self.flip = flip
         # Folding /255 into mean and std makes normalisation one subtract and one multiply.
         self._shift = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * PIXEL_MAX
         self._scale = 1 / (torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * PIXEL_MAX)
@@ -38,7 +53,13 @@ class BatchTransforms:
 
     def train(self, images: torch.Tensor) -> torch.Tensor:
         """Random resized crop + horizontal flip + normalisation of a uint8 batch."""
-        boxes, flip = random_crop_boxes_and_flips(images.shape[0], self.image_size, self.generator)
+        if self.crop_scale is None and not self.flip:
+            return self.eval(images)
+        boxes, flip = random_crop_boxes_and_flips(
+            images.shape[0], self.image_size, self.generator, self.crop_scale or (1.0, 1.0)
+        )
+        if not self.flip:
+            flip = torch.zeros_like(flip)
         crops = roi_align(
             images.float(),
             boxes,
@@ -60,7 +81,10 @@ class BatchTransforms:
 
 
 def random_crop_boxes_and_flips(
-    batch_size: int, image_size: int, generator: torch.Generator
+    batch_size: int,
+    image_size: int,
+    generator: torch.Generator,
+    scale: tuple[float, float] = CROP_SCALE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """RandomResizedCrop boxes for square S² images as roi_align rows, and flip decisions.
 
@@ -72,7 +96,7 @@ def random_crop_boxes_and_flips(
     area_draw, ratio_draw = draws[:, :CROP_ATTEMPTS], draws[:, CROP_ATTEMPTS : 2 * CROP_ATTEMPTS]
     x_draw, y_draw, flip_draw = draws[:, -3], draws[:, -2], draws[:, -1]
 
-    area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * area_draw
+    area = scale[0] + (scale[1] - scale[0]) * area_draw
     log_low, log_high = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
     ratio = torch.exp(log_low + (log_high - log_low) * ratio_draw)
     widths = image_size * torch.sqrt(area * ratio)

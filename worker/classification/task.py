@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from worker.classification.augment import BatchTransforms
+from worker.classification.augment import CROP_SCALES, BatchTransforms
 from worker.classification.batches import (
     BatchPair,
     BatchSource,
@@ -32,14 +32,18 @@ from worker.classification.metrics import (
 from worker.classification.models import build_model
 from worker.classification.plots import plot_confusion
 from worker.classification.preprocessing import decode_image, preprocessing_description
+from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm, spread
 from worker.engine.checkpoint import load_best_model
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes
 from worker.engine.device import autocast_for
+from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
 from worker.export import export_all
 
 CONFUSION_PLOT = "confusion_matrix.png"
+# A best validation accuracy below this many times chance means the model did not learn.
+LEARNED_OVER_CHANCE = 1.5
 
 
 def plural(count: int, noun: str) -> str:
@@ -67,6 +71,10 @@ class ClassificationTask:
         if dataset_dir not in self._layouts:
             self._layouts[dataset_dir] = find_images(dataset_dir)
         return self._layouts[dataset_dir]
+
+    def learned_floor(self, num_classes: int) -> float:
+        """1.5 × chance: a classifier below it does little better than guessing."""
+        return LEARNED_OVER_CHANCE / num_classes
 
     def describe_dataset(self, dataset_dir: Path) -> str:
         layout = self.layout(dataset_dir)
@@ -126,8 +134,20 @@ class ClassificationTask:
             model.to(memory_format=torch.channels_last)
         return model, pretrained
 
-    def prepare_training(self, generator: torch.Generator) -> None:
-        self.transforms = BatchTransforms(self.config.image_size, self.device, generator)
+    def auto_augmentation(self, train_images: int, epochs: int, pretrained: bool) -> Strength:
+        """What the run affords: none for short runs (measured), more for long ones."""
+        return augmentation_strength("auto", train_images, epochs, pretrained)
+
+    def prepare_training(
+        self, generator: torch.Generator, augmentation: Strength, horizontal_flip: bool
+    ) -> None:
+        self.transforms = BatchTransforms(
+            self.config.image_size,
+            self.device,
+            generator,
+            crop_scale=CROP_SCALES[augmentation],
+            flip=horizontal_flip and augmentation != "none",
+        )
 
     def train_batches(self, order: torch.Tensor, sizes: list[int]) -> Any:
         return self.source.batches(self.train_rows[order], sizes)
@@ -136,11 +156,21 @@ class ClassificationTask:
         images, labels = batch
         inputs = self.transforms.train(images)
         with autocast_for(self.device):
-            loss = F.cross_entropy(model(inputs), labels)
+            loss = F.cross_entropy(
+                model(inputs), labels, label_smoothing=self.config.label_smoothing
+            )
         return loss, labels.shape[0]
 
     def before_evaluation(self, model: nn.Module, poll: Poll) -> None:
-        """Nothing: the classifiers' batch norm is evaluated with its running statistics."""
+        """Re-estimate batch norm on the plain views of training images from every class."""
+        rows = spread(self.train_rows, CALIBRATION_IMAGES)
+        sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, True)
+
+        def forward(model: nn.Module, batch: BatchPair) -> None:
+            with autocast_for(self.device):
+                model(self.transforms.eval(batch[0]))
+
+        reestimate_batch_norm(model, self.source.batches(rows, sizes), forward, poll)
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:

@@ -14,6 +14,12 @@ from torchvision.ops import roi_align
 
 # Zoom factors drawn log-uniformly: 0.6 shows the image at 60 % on black, 1.5 crops to 2/3.
 SCALE_RANGE = (0.6, 1.5)
+# The zoom range of each augmentation strength; None: the image as it is.
+ZOOM_RANGES: dict[str, tuple[float, float] | None] = {
+    "none": None,
+    "light": (0.8, 1.25),
+    "standard": SCALE_RANGE,
+}
 FLIP_PROBABILITY = 0.5
 # A box cut by the crop is kept while this share of it stays visible; a sliver of an object
 # would teach the detector to fire on fragments.
@@ -27,23 +33,33 @@ Target = dict[str, torch.Tensor]
 class DetectionAugment:
     """Random zoom and horizontal flip for (uint8 batch, targets); targets are rewritten."""
 
-    def __init__(self, image_size: int, generator: torch.Generator):
+    def __init__(
+        self,
+        image_size: int,
+        generator: torch.Generator,
+        zoom: tuple[float, float] | None = SCALE_RANGE,
+        flip: bool = True,
+    ):
         self.image_size = image_size
         self.generator = generator
+        self.zoom = zoom or (1.0, 1.0)
+        self.flip = flip
 
     def __call__(
         self, images: torch.Tensor, targets: list[Target]
     ) -> tuple[torch.Tensor, list[Target]]:
         size = self.image_size
+        if self.zoom == (1.0, 1.0) and not self.flip:
+            return images.float() / PIXEL_MAX, targets
         batch = images.shape[0]
         device = images.device
         draws = torch.rand(batch, 4, generator=self.generator, device=device)
-        low, high = torch.log(torch.tensor(SCALE_RANGE, device=device))
+        low, high = torch.log(torch.tensor(self.zoom, device=device))
         zoom = torch.exp(low + (high - low) * draws[:, 0])
         side = size / zoom  # the window of the source shown as the whole output
         left = draws[:, 1] * (size - side)  # negative when zooming out: the window overhangs
         top = draws[:, 2] * (size - side)
-        flip = draws[:, 3] < FLIP_PROBABILITY
+        flip = (draws[:, 3] < FLIP_PROBABILITY) & self.flip
         index = torch.arange(batch, device=device, dtype=left.dtype)
         windows = torch.stack([index, left, top, left + side, top + side], dim=1)
         out = roi_align(

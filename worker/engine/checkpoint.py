@@ -12,11 +12,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from worker.engine.config import RESULT_DEFINING_FIELDS, TrainConfig
+from worker.engine.config import RECIPE_FIELDS, RESULT_DEFINING_FIELDS, TrainConfig
 
-# Version 1 is what both tasks have written since the first release; jobs in flight across
-# a deploy resume from it, so its keys do not change without a migration and a test.
-CHECKPOINT_FORMAT = 1
+# Version 2 adds the weight average ("ema") and the recipe's config fields. Version 1 (both
+# tasks before the recipe) still resumes: its EMA starts afresh from the resumed weights.
+# Jobs in flight across a deploy resume from these files: keys change only with a new
+# version, a migration and a test.
+CHECKPOINT_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -29,10 +32,11 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint onto the CPU with the safe (weights-only) unpickler."""
     payload: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("format") != CHECKPOINT_FORMAT:
+    if payload.get("format") not in READABLE_FORMATS:
+        readable = ", ".join(map(str, READABLE_FORMATS))
         raise ValueError(
             f"checkpoint '{path}' has format {payload.get('format')!r}; "
-            f"this engine reads format {CHECKPOINT_FORMAT}"
+            f"this engine reads formats {readable}"
         )
     return payload
 
@@ -47,6 +51,7 @@ def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
         f"{name} {saved.get(name)!r} → {getattr(config, name)!r}"
         for name in RESULT_DEFINING_FIELDS
         if saved.get(name) != getattr(config, name)
+        and (name in payload["config"] or name not in RECIPE_FIELDS)
     ]
     if changed:
         raise ValueError(f"resume_from '{path}' is a different run; changed: {', '.join(changed)}")

@@ -10,7 +10,9 @@ from typing import Any, Literal
 # The seed's defaults and the smallest image size (every model here downsamples by 32)
 # live in the contract, so the API, the engine and the docs cannot disagree.
 from shared.contract import (
+    AUGMENTATIONS,
     CLASSIFICATION_ARCHITECTURES,
+    DEFAULT_AUGMENTATION,
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_GAMMA,
@@ -19,6 +21,7 @@ from shared.contract import (
     DEFAULT_STEP_SIZE,
     DETECTION_ARCHITECTURES,
     MIN_IMAGE_SIZE,
+    Augmentation,
 )
 
 TaskName = Literal["classification", "detection"]
@@ -49,7 +52,16 @@ RESULT_DEFINING_FIELDS = (
     "architecture",
     "seed",
     "val_fraction",
+    "augmentation",
+    "horizontal_flip",
+    "ema",
+    "warmup",
+    "precise_batch_norm",
+    "label_smoothing",
 )
+# Fields format-1 checkpoints (before the recipe) do not have: such a run resumes with the
+# resuming config's values from its next epoch on.
+RECIPE_FIELDS = RESULT_DEFINING_FIELDS[-6:]
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,14 @@ class TrainConfig:
     num_workers: int | None = None  # decode threads and loader workers; None: one per core
     val_fraction: float = DEFAULT_VAL_FRACTION
     task: TaskName = "classification"
+    # The request's recipe choices (docs/training.md, "Recipe").
+    augmentation: Augmentation = DEFAULT_AUGMENTATION
+    horizontal_flip: bool = True  # False: no preset flips (left/right matters)
+    # The engine's own recipe (not request fields; bench/quality.py switches them).
+    ema: bool = True  # evaluate an exponential moving average of the weights too
+    warmup: bool = False  # ramp the rate up over the first epoch (measured: no gain yet)
+    precise_batch_norm: bool = True  # re-estimate batch-norm statistics before evaluating
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         problems = [
@@ -115,6 +135,18 @@ class TrainConfig:
                 "must be >= 0",
             ),
             ("val_fraction", self.val_fraction, 0 < self.val_fraction < 1, "must be in (0, 1)"),
+            (
+                "augmentation",
+                self.augmentation,
+                self.augmentation in AUGMENTATIONS,
+                f"must be one of {', '.join(AUGMENTATIONS)}",
+            ),
+            (
+                "label_smoothing",
+                self.label_smoothing,
+                0 <= self.label_smoothing < 1,
+                "must be in [0, 1)",
+            ),
         ]
 
     @property

@@ -1,5 +1,6 @@
 """fit: the one training loop. Seed, load, build, then per epoch train → evaluate → keep the
-best → checkpoint → report; resume, warm stop, cancel and divergence are handled here once."""
+best → checkpoint → report; resume, warm stop, cancel and divergence are handled here once,
+and so is the recipe around the seed's SGD + StepLR (warm-up, weight average)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ from worker.engine.control import TrainingInterrupted, cancel_poller, check_fini
 from worker.engine.data import LoadedData, batch_sizes
 from worker.engine.device import choose_device, synchronize
 from worker.engine.plots import plot_curves
+from worker.engine.recipe import (
+    WARMUP_EPOCHS,
+    Strength,
+    WeightAverage,
+    warmup_factor,
+)
 from worker.engine.results import ArtifactPaths, EpochReport, TrainResult, write_json
 from worker.engine.task import Evaluation, Poll, Task
 
@@ -66,6 +73,8 @@ class Run:
     scheduler: StepLR
     generators: dict[str, torch.Generator]
     paths: ArtifactPaths
+    augmentation: Strength
+    average: WeightAverage | None
     history: list[EpochReport] = field(default_factory=list)
     best: Best = field(default_factory=Best)
     first_epoch: int = 1
@@ -122,7 +131,12 @@ def start(
         "shuffle": torch.Generator().manual_seed(config.seed),
         "augment": torch.Generator(device).manual_seed(config.seed + AUGMENT_SEED_OFFSET),
     }
-    task.prepare_training(generators["augment"])
+    augmentation = (
+        task.auto_augmentation(data.train_images, config.epochs, pretrained)
+        if config.augmentation == "auto"
+        else config.augmentation
+    )
+    task.prepare_training(generators["augment"], augmentation, config.horizontal_flip)
     run = Run(
         task=task,
         config=config,
@@ -134,13 +148,16 @@ def start(
         scheduler=StepLR(optimizer, step_size=config.step_size, gamma=config.gamma),
         generators=generators,
         paths=ArtifactPaths(out_dir),
+        augmentation=augmentation,
+        average=WeightAverage.of(model) if config.ema else None,
     )
     if resumed:
         restore(run, resumed)
         if resume_from and resume_from.resolve() != run.paths.checkpoint_last.resolve():
             shutil.copyfile(resume_from, run.paths.checkpoint_last)
     log.info(
-        "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s",
+        "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s, "
+        "augmentation %s",
         config.architecture,
         len(data.class_names),
         data.train_images,
@@ -148,6 +165,7 @@ def start(
         data.skipped,
         data.placement,
         device,
+        augmentation,
     )
     return run
 
@@ -163,6 +181,11 @@ def restore(run: Run, resumed: dict[str, Any]) -> None:
     payload = {key: value for key, value in saved.items() if key not in BEST_KEYS}
     run.best = Best(saved["epoch"], saved["accuracy"], saved["model"], payload)
     run.first_epoch = resumed["epoch"] + 1
+    if run.average is not None:
+        if "ema" in resumed:
+            run.average.load_state_dict(resumed["ema"])
+        else:  # a format-1 checkpoint: the average starts at the resumed weights
+            run.average = WeightAverage.of(run.model)
     save_best(run)
 
 
@@ -175,19 +198,18 @@ def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
     synchronize(device)
     started = time.perf_counter()
     train_loss, train_images = train_one_epoch(
-        task, run.model, run.optimizer, task.train_batches(order, sizes), device, poll
+        run, task.train_batches(order, sizes), (epoch - 1) * len(sizes), len(sizes), poll
     )
     train_duration = time.perf_counter() - started
     check_finite(epoch, train_loss, config.learning_rate)
     run.scheduler.step()
-    task.before_evaluation(run.model, poll)
-    evaluation = task.evaluate(run.model, poll)
+    weights, evaluated, evaluation = evaluate_candidates(run, poll)
     duration = time.perf_counter() - started
 
     # Strictly better only: on a tie the earlier (less trained) epoch stays best.
     improved = evaluation.score > run.best.accuracy
     if improved:
-        run.best = Best(epoch, evaluation.score, cpu_state(run.model), evaluation.best_payload)
+        run.best = Best(epoch, evaluation.score, cpu_state(evaluated), evaluation.best_payload)
     report = EpochReport(
         epoch=epoch,
         epochs=config.epochs,
@@ -204,6 +226,7 @@ def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
         best_val_accuracy=run.best.accuracy,
         pretrained=run.pretrained,
         skipped_images=run.data.skipped,
+        weights=weights,
     )
     run.history.append(report)
     log_epoch(run, report, evaluation)
@@ -212,33 +235,59 @@ def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
 
 
 def train_one_epoch(
-    task: Task,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    batches: Iterable[Any],
-    device: torch.device,
-    poll: Poll,
+    run: Run, batches: Iterable[Any], first_step: int, steps_per_epoch: int, poll: Poll
 ) -> tuple[float, int]:
-    """One pass over the training batches; returns the mean loss and the images seen."""
+    """One pass over the training batches; returns the mean loss and the images seen.
+
+    Global steps before the warm-up's end train at a share of the epoch's StepLR rate; the
+    scheduled rate is restored after, so StepLR's own arithmetic never sees the warm-up.
+    """
+    model, optimizer = run.model, run.optimizer
     model.train()
+    scheduled = [group["lr"] for group in optimizer.param_groups]
+    warmup_steps = WARMUP_EPOCHS * steps_per_epoch if run.config.warmup else 0
     # Summed on the device and read once at the end: a per-step .item() would stall the GPU.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
     images_seen = 0
-    for batch in batches:
+    for step, batch in enumerate(batches, start=first_step):
         poll()
-        loss, count = task.training_loss(model, batch)
+        if step < warmup_steps:
+            for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
+                group["lr"] = rate * warmup_factor(step, warmup_steps)
+        loss, count = run.task.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if run.average is not None:
+            run.average.update(model)
         loss_sum += loss.detach() * count
         images_seen += count
+    for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
+        group["lr"] = rate
     return (loss_sum / max(1, images_seen)).item(), images_seen
+
+
+def evaluate_candidates(run: Run, poll: Poll) -> tuple[str, nn.Module, Evaluation]:
+    """Evaluate the trained weights and their average; the better one (a tie: the trained)."""
+    candidates = [("trained", run.model)]
+    if run.average is not None:
+        candidates.append(("average", run.average.model))
+    chosen: tuple[str, nn.Module, Evaluation] | None = None
+    for name, model in candidates:
+        if run.config.precise_batch_norm:
+            run.task.before_evaluation(model, poll)
+        evaluation = run.task.evaluate(model, poll)
+        if chosen is None or evaluation.score > chosen[2].score:
+            chosen = (name, model, evaluation)
+    assert chosen is not None
+    return chosen
 
 
 def save_epoch(run: Run, improved: bool) -> None:
     """checkpoint_last.pt (and checkpoint_best.pt after a new best), then metrics.json."""
     model_state = run.model.state_dict()
     best = run.best
+    reuse_trained = improved and run.history[-1].weights == "trained"
     save_checkpoint(
         {
             "epoch": run.history[-1].epoch,
@@ -252,11 +301,13 @@ def save_epoch(run: Run, improved: bool) -> None:
             "best": {
                 "epoch": best.epoch,
                 "accuracy": best.accuracy,
-                # The same tensors when this epoch is the best: torch.save stores them once.
-                "model": model_state if improved else best.model,
+                # The same tensors when this epoch's trained weights are the best: torch.save
+                # stores them once.
+                "model": model_state if reuse_trained else best.model,
                 **best.payload,
             },
             "rng": capture_rng(run.generators),
+            **({"ema": run.average.state_dict()} if run.average is not None else {}),
         },
         run.paths.checkpoint_last,
     )
@@ -335,6 +386,15 @@ def metrics(run: Run, final: Any) -> dict[str, Any]:
             "cache": data.placement,
         },
         "accuracy_is": run.task.score_description,
+        "recipe": {
+            "augmentation": run.augmentation,
+            "horizontal_flip": run.config.horizontal_flip,
+            "ema": run.config.ema,
+            "warmup_epochs": WARMUP_EPOCHS if run.config.warmup else 0,
+            "precise_batch_norm": run.config.precise_batch_norm,
+            "label_smoothing": run.config.label_smoothing,
+            # Per epoch in "epochs": "weights" says which weights were evaluated best.
+        },
         "epochs": [asdict(report) for report in run.history],
         "best_epoch": run.best.epoch,
         "best_val_accuracy": run.best.accuracy,

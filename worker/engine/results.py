@@ -34,6 +34,9 @@ class EpochReport:
     best_val_accuracy: float
     pretrained: bool  # ImageNet weights were loaded (False: trained from scratch)
     skipped_images: int
+    # The weights whose score this is: "trained", or "average" (their moving average) when
+    # that validated better. Checkpoints from before it existed read as "trained".
+    weights: str = "trained"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from torch import nn
 
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.data import LoadedData
+from worker.engine.recipe import Strength
 
 if TYPE_CHECKING:
     from worker.export.manifest import Manifest
@@ -50,6 +51,10 @@ class Task(Protocol):
     # metrics=, model_version=) -> Manifest.
     exporter: Callable[..., Manifest]
 
+    def learned_floor(self, num_classes: int) -> float:
+        """The best score below which the model learned nothing worth shipping."""
+        ...
+
     def describe_dataset(self, dataset_dir: Path) -> str:
         """What the dataset holds, for the DOWNLOADED message; a broken dataset fails here."""
         ...
@@ -68,8 +73,14 @@ class Task(Protocol):
         """
         ...
 
-    def prepare_training(self, generator: torch.Generator) -> None:
-        """Set up the training augmentation, drawing from the run's augment stream."""
+    def auto_augmentation(self, train_images: int, epochs: int, pretrained: bool) -> Strength:
+        """The strength augmentation "auto" means for this run (docs/training.md, Recipe)."""
+        ...
+
+    def prepare_training(
+        self, generator: torch.Generator, augmentation: Strength, horizontal_flip: bool
+    ) -> None:
+        """Set up the training augmentation of this strength, drawing from the run's stream."""
         ...
 
     def train_batches(self, order: torch.Tensor, sizes: list[int]) -> Iterator[Any]:
@@ -81,7 +92,7 @@ class Task(Protocol):
         ...
 
     def before_evaluation(self, model: nn.Module, poll: Poll) -> None:
-        """A step between training and evaluation (detection: re-estimate batch norm)."""
+        """Re-estimate batch-norm statistics on plain training images (engine.batchnorm)."""
         ...
 
     def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:

@@ -45,7 +45,9 @@ def test_decode_image_applies_exif_orientation(tmp_path: Path) -> None:
 def test_a_full_image_box_without_flip_leaves_the_pixels_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def whole_images(batch: int, size: int, _generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def whole_images(
+        batch: int, size: int, _generator: torch.Generator, _scale: tuple[float, float]
+    ) -> tuple[Tensor, Tensor]:
         boxes = torch.tensor([[i, 0, 0, size, size] for i in range(batch)], dtype=torch.float32)
         return boxes, torch.zeros(batch, dtype=torch.bool)
 

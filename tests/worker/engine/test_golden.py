@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +29,14 @@ from worker.engine.loop import fit
 from worker.tasks import task_for
 
 GOLDEN_FILE = Path(__file__).with_name("golden.json")
-# What checkpoint_last.pt held before the single engine: jobs in flight across a deploy
-# resume from such files, so their keys stay (checked by resuming real pre-refactor
-# checkpoints to bit-identical weights when the engine was unified).
-CHECKPOINT_FORMAT = 1
+# What checkpoint_last.pt holds. Format 1 (both tasks before the recipe; pre-refactor
+# checkpoints were resumed to bit-identical weights when the engine was unified) had these
+# keys less "ema"; format 2 adds the weight average. Jobs in flight across a deploy resume
+# from such files, so keys change only with a new format (tests/worker/engine/test_loop.py
+# resumes a format-1 file).
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_KEYS = {
+    "ema",
     "best",
     "class_names",
     "config",
@@ -81,16 +83,6 @@ CONFIGS = {
         device="cpu",
     ),
 }
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def state_sha256(state: dict[str, torch.Tensor]) -> str:

@@ -15,16 +15,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.checkpoint import load_checkpoint
-from worker.engine.config import TaskName, TrainConfig
+from worker.engine.config import RECIPE_FIELDS, TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
 from worker.engine.loop import fit
+from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.results import CHECKPOINT_LAST, EpochReport
 from worker.engine.task import Evaluation, Poll
 
 CONFIG = TrainConfig(
     epochs=4, learning_rate=0.1, batch_size=8, step_size=2, gamma=0.5, device="cpu"
 )
+# The loop alone, without the recipe around it (tested below on its own).
+PLAIN = dataclasses.replace(CONFIG, ema=False, warmup=False, precise_batch_norm=False)
 TIMING_FIELDS = {"duration_s", "train_duration_s", "images_per_s"}
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -49,6 +52,9 @@ class ToyTask:
         self.evaluations = 0
         self.epochs_trained = 0
 
+    def learned_floor(self, num_classes: int) -> float:
+        return 0.75
+
     def describe_dataset(self, dataset_dir: Path) -> str:
         return "toy"
 
@@ -65,8 +71,14 @@ class ToyTask:
     ) -> tuple[nn.Module, bool]:
         return nn.Linear(4, 2), False
 
-    def prepare_training(self, generator: torch.Generator) -> None:
+    def auto_augmentation(self, train_images: int, epochs: int, pretrained: bool) -> Strength:
+        return augmentation_strength("auto", train_images, epochs, pretrained)
+
+    def prepare_training(
+        self, generator: torch.Generator, augmentation: Strength, horizontal_flip: bool
+    ) -> None:
         self.generator = generator
+        self.augmentation = augmentation
 
     def train_batches(self, order: torch.Tensor, sizes: list[int]) -> Iterator[Batch]:
         self.epochs_trained += 1
@@ -181,21 +193,21 @@ def test_a_stop_asked_in_the_last_epoch_finishes_the_run_instead(tmp_path: Path)
 def test_a_cancel_stops_within_the_epoch(tmp_path: Path) -> None:
     polls = 0
 
-    def cancel_on_seventh_poll() -> bool:
+    def cancel_on_sixth_poll() -> bool:
         nonlocal polls
         polls += 1
-        return polls == 7  # epoch 1 polls 4 batches + 2; the 7th is epoch 2's first batch
+        return polls == 6  # epoch 1 polls 4 batches + 1 evaluation; then epoch 2's first batch
 
     task = ToyTask()
     with pytest.raises(TrainingCancelled) as cancelled:
-        fit(task, tmp_path, tmp_path / "out", CONFIG, cancelled=cancel_on_seventh_poll)
+        fit(task, tmp_path, tmp_path / "out", PLAIN, cancelled=cancel_on_sixth_poll)
     assert cancelled.value.epoch == 2
     assert task.evaluations == 1
 
 
 def test_a_tie_keeps_the_earlier_epoch_as_best(tmp_path: Path) -> None:
     task = ToyTask(scores=[0.5, 0.7, 0.7, 0.6])
-    result = fit(task, tmp_path, tmp_path / "out", CONFIG)
+    result = fit(task, tmp_path, tmp_path / "out", PLAIN)
     assert (result.best_epoch, result.best_val_accuracy) == (2, 0.7)
     assert [r.improved for r in result.history] == [True, True, False, False]
     assert load_checkpoint(result.checkpoint_best)["epoch"] == 2
@@ -233,3 +245,57 @@ def test_the_task_and_the_config_must_agree(tmp_path: Path) -> None:
     config = TrainConfig(task="detection", architecture="ssdlite320_mobilenet_v3_large")
     with pytest.raises(ValueError, match=r"config\.task is 'detection' but the task trains"):
         fit(ToyTask(), tmp_path, tmp_path / "out", config)
+
+
+def test_warm_up_leaves_the_seeds_step_schedule_and_changes_the_first_epoch(
+    tmp_path: Path,
+) -> None:
+    warm = fit(ToyTask(), tmp_path, tmp_path / "warm", dataclasses.replace(PLAIN, warmup=True))
+    cold = fit(ToyTask(), tmp_path, tmp_path / "cold", PLAIN)
+    # StepLR semantics: epoch k (0-based) trains at learning_rate · gamma^⌊k/step_size⌋.
+    expected = [0.1 * 0.5 ** (k // 2) for k in range(4)]
+    assert [r.learning_rate for r in warm.history] == pytest.approx(expected, rel=1e-12)
+    assert [r.learning_rate for r in cold.history] == pytest.approx(expected, rel=1e-12)
+    assert warm.history[0].train_loss != cold.history[0].train_loss
+
+
+def test_the_weight_average_is_evaluated_and_kept_when_it_validates_better(
+    tmp_path: Path,
+) -> None:
+    # Scripted scores: evaluations alternate trained, average; the average wins epoch 2.
+    task = ToyTask(scores=[0.5, 0.4, 0.6, 0.9, 0.8, 0.7, 0.7, 0.8])
+    result = fit(task, tmp_path, tmp_path / "out", CONFIG)
+    assert task.evaluations == 8  # both candidates, every epoch
+    assert [r.weights for r in result.history] == ["trained", "average", "trained", "average"]
+    assert (result.best_epoch, result.best_val_accuracy) == (2, 0.9)
+    last = load_checkpoint(result.checkpoint_last)
+    assert last["format"] == 2 and last["ema"]["updates"] == 16  # 4 batches × 4 epochs
+    best = load_checkpoint(result.checkpoint_best)["model"]
+    trained = last["model"]
+    assert not torch.equal(best["weight"], trained["weight"])
+
+
+def test_a_format_1_checkpoint_resumes_with_a_fresh_average(tmp_path: Path) -> None:
+    with pytest.raises(TrainingInterrupted):
+        fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: True)
+    checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
+    # What the engine wrote before the recipe: no average, no recipe fields in the config.
+    old = {key: value for key, value in checkpoint.items() if key != "ema"}
+    old["config"] = {key: value for key, value in old["config"].items() if key not in RECIPE_FIELDS}
+    for report in old["history"]:
+        report.pop("weights")
+    torch.save({**old, "format": 1}, tmp_path / "format1.pt")
+    resumed = fit(
+        ToyTask(), tmp_path, tmp_path / "second", CONFIG, resume_from=tmp_path / "format1.pt"
+    )
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    assert load_checkpoint(resumed.checkpoint_last)["ema"]["updates"] == 12  # from epoch 2 on
+
+
+def test_the_task_is_told_the_augmentation_the_run_can_afford(tmp_path: Path) -> None:
+    task = ToyTask()
+    fit(task, tmp_path, tmp_path / "auto", CONFIG)
+    assert task.augmentation == "none"  # 32 images × 4 epochs is far below any threshold
+    task = ToyTask()
+    fit(task, tmp_path, tmp_path / "std", dataclasses.replace(CONFIG, augmentation="standard"))
+    assert task.augmentation == "standard"
