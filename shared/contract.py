@@ -199,7 +199,11 @@ def _resolve(host: str, port: int, timeout: float) -> list[str]:
         finally:
             _LOOKUPS.release()
 
-    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    try:
+        threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    except RuntimeError:  # no thread to be had: the lookup never runs, so free its slot
+        _LOOKUPS.release()
+        raise
     try:
         answer = answers.get(timeout=max(deadline - time.monotonic(), 0))
     except queue.Empty:

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from shared.contract import State, StatusResponse, TrainingRow, utcnow
+from shared.contract import MAX_EPOCHS, State, StatusResponse, TrainingRow, utcnow
 from shared.storage.artifacts import ArtifactStore, resume_prefix, training_prefix
 from shared.storage.jobs import JobsTable
 from worker.classification.task import plural
@@ -352,16 +352,14 @@ class Job:
 
 def did_not_learn(score_name: str, result: TrainResult, floor: float) -> str:
     """What a model that validates near chance tells its user, and what to change."""
-    advice = [
-        f"more epochs than {len(result.history)}",
-        "a lower learning_rate",
-        "more images per class" if len(result.class_names) > 1 else "more images",
-    ]
+    advice = ["a lower learning_rate", "more images per class"]
+    if len(result.history) < MAX_EPOCHS:
+        advice.insert(0, f"more epochs than {len(result.history)}")
     if not result.pretrained:
-        advice.insert(2, "pretrained weights")
+        advice.insert(-1, "ImageNet weights (the worker's weights cache)")
     return (
         f"the model did not learn: its best validation {score_name} "
-        f"{result.best_val_accuracy:.1%} is below {floor:.1%}, about what guessing gets; "
+        f"{result.best_val_accuracy:.1%} is below {floor:.1%}, little better than guessing; "
         f"try {', '.join(advice[:-1])} or {advice[-1]}"
     )
 

@@ -96,7 +96,11 @@ class WebhookSender:
     def _deliver(self, session: requests.Session, payload: dict[str, Any]) -> None:
         assert self.url is not None
         # Resolve again at each delivery: a name that turned private since the request is refused.
-        problem = webhook_url_problem(self.url, allow_private=self.allow_private)
+        # The worker waits as long for the name as for the delivery (the API's 5 s bound is
+        # for a request a client waits on).
+        problem = webhook_url_problem(
+            self.url, allow_private=self.allow_private, resolve_seconds=self.timeout
+        )
         if problem:
             log.warning(
                 "webhook %s #%d not sent: %s", payload["event"], payload["sequence"], problem

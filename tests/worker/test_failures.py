@@ -184,7 +184,7 @@ def test_a_model_that_learned_nothing_succeeds_but_says_so(
     assert status["message"].startswith(
         "the model did not learn: its best validation accuracy 50.0% is below 75.0%"
     )
-    assert "more epochs than 2" in status["message"] and "pretrained weights" in status["message"]
+    assert "more epochs than 2" in status["message"] and "ImageNet weights" in status["message"]
     assert eventually(lambda: any(e["result"] == "SUCCESS" for e in webhook.events()))
     final = next(e for e in webhook.events() if e["result"] == "SUCCESS")
     assert final["message"] == status["message"]

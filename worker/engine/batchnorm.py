@@ -10,6 +10,7 @@ not a _BatchNorm and is left alone.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -38,7 +39,10 @@ def reestimate_batch_norm(
 ) -> None:
     """Replace every batch norm's running statistics by their mean over forward(model, batch)."""
     norms = [module for module in model.modules() if isinstance(module, _BatchNorm)]
-    if not norms:
+    pending = iter(batches)
+    first = next(pending, None)
+    # No batch (one lone training image cannot estimate statistics): keep the running ones.
+    if not norms or first is None:
         return
     momenta = [norm.momentum for norm in norms]
     model.eval()
@@ -47,7 +51,7 @@ def reestimate_batch_norm(
         norm.momentum = None  # a cumulative average over the batches below
         norm.train()
     try:
-        for batch in batches:
+        for batch in itertools.chain([first], pending):
             poll()
             forward(model, batch)
     finally:

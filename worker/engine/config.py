@@ -54,14 +54,12 @@ RESULT_DEFINING_FIELDS = (
     "val_fraction",
     "augmentation",
     "horizontal_flip",
-    "ema",
-    "warmup",
-    "precise_batch_norm",
-    "label_smoothing",
 )
-# Fields format-1 checkpoints (before the recipe) do not have: such a run resumes with the
-# resuming config's values from its next epoch on.
-RECIPE_FIELDS = RESULT_DEFINING_FIELDS[-6:]
+# Request fields format-1 checkpoints (before the recipe) do not have: such a run resumes
+# with the resuming config's values from its next epoch on. The engine's own recipe (ema,
+# warmup, precise_batch_norm, label_smoothing) is not compared at all: a deploy that changes
+# it must not fail the jobs in flight, which continue with the new engine's recipe.
+RECIPE_FIELDS = ("augmentation", "horizontal_flip")
 
 
 @dataclass(frozen=True)

@@ -271,6 +271,7 @@ def evaluate_candidates(run: Run, poll: Poll) -> tuple[str, nn.Module, Evaluatio
     """Evaluate the trained weights and their average; the better one (a tie: the trained)."""
     candidates = [("trained", run.model)]
     if run.average is not None:
+        run.average.copy_buffers(run.model)
         candidates.append(("average", run.average.model))
     chosen: tuple[str, nn.Module, Evaluation] | None = None
     for name, model in candidates:
@@ -287,7 +288,14 @@ def save_epoch(run: Run, improved: bool) -> None:
     """checkpoint_last.pt (and checkpoint_best.pt after a new best), then metrics.json."""
     model_state = run.model.state_dict()
     best = run.best
-    reuse_trained = improved and run.history[-1].weights == "trained"
+    weights = run.history[-1].weights
+    # A new best is this epoch's trained weights or its average: save those very tensors,
+    # which torch.save then stores once.
+    best_state: dict[str, torch.Tensor] | None = best.model
+    if improved and weights == "trained":
+        best_state = model_state
+    elif improved and run.average is not None:
+        best_state = run.average.model.state_dict()
     save_checkpoint(
         {
             "epoch": run.history[-1].epoch,
@@ -301,9 +309,7 @@ def save_epoch(run: Run, improved: bool) -> None:
             "best": {
                 "epoch": best.epoch,
                 "accuracy": best.accuracy,
-                # The same tensors when this epoch's trained weights are the best: torch.save
-                # stores them once.
-                "model": model_state if reuse_trained else best.model,
+                "model": best_state,
                 **best.payload,
             },
             "rng": capture_rng(run.generators),

@@ -21,8 +21,9 @@ Strength = Literal["none", "light", "standard"]
 
 # auto: image-epochs (training images × epochs) a run must afford before augmentation pays
 # for the variety it adds; below LIGHT_FROM no augmentation, below STANDARD_FROM light.
-# Measured (bench/quality.py, resnet18 from scratch, 32 px): no augmentation beat light and
-# standard on all three sets at 13–16k image-epochs and on shapes at 52k (0.874 vs 0.793).
+# Measured (bench/quality.py, resnet18 from scratch, 32 px): no augmentation was best or
+# within a point of it on all three sets at 13–16k image-epochs, and best on shapes at 52k
+# (0.874 vs 0.793).
 # Above 100k is extrapolated: the GPU-sized bench is the one to move these numbers.
 LIGHT_FROM_IMAGE_EPOCHS = 100_000
 STANDARD_FROM_IMAGE_EPOCHS = 1_000_000
@@ -76,7 +77,8 @@ def scheduled_rate(
 
 @dataclass
 class WeightAverage:
-    """An exponential moving average of a model's parameters; buffers follow the model."""
+    """An exponential moving average of a model's parameters; buffers are copied from the
+    model before each evaluation (precise batch norm then re-estimates them)."""
 
     model: nn.Module
     updates: int = 0
@@ -96,6 +98,10 @@ class WeightAverage:
         averaged: list[torch.Tensor] = [p for p in self.model.parameters() if p.is_floating_point()]
         current = [p.detach() for p in model.parameters() if p.is_floating_point()]
         torch._foreach_lerp_(averaged, current, 1 - decay)
+
+    @torch.no_grad()
+    def copy_buffers(self, model: nn.Module) -> None:
+        """Take model's buffers (batch-norm statistics) before the average is evaluated."""
         for mine, theirs in zip(self.model.buffers(), model.buffers(), strict=True):
             mine.copy_(theirs)
 

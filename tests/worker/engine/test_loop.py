@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from worker.engine.checkpoint import load_checkpoint
-from worker.engine.config import RECIPE_FIELDS, TaskName, TrainConfig
+from worker.engine.config import TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
 from worker.engine.loop import fit
@@ -28,6 +28,15 @@ CONFIG = TrainConfig(
 )
 # The loop alone, without the recipe around it (tested below on its own).
 PLAIN = dataclasses.replace(CONFIG, ema=False, warmup=False, precise_batch_norm=False)
+# Config fields format-1 checkpoints do not have.
+NEW_IN_2 = (
+    "augmentation",
+    "horizontal_flip",
+    "ema",
+    "warmup",
+    "precise_batch_norm",
+    "label_smoothing",
+)
 TIMING_FIELDS = {"duration_s", "train_duration_s", "images_per_s"}
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -281,7 +290,7 @@ def test_a_format_1_checkpoint_resumes_with_a_fresh_average(tmp_path: Path) -> N
     checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
     # What the engine wrote before the recipe: no average, no recipe fields in the config.
     old = {key: value for key, value in checkpoint.items() if key != "ema"}
-    old["config"] = {key: value for key, value in old["config"].items() if key not in RECIPE_FIELDS}
+    old["config"] = {key: value for key, value in old["config"].items() if key not in NEW_IN_2}
     for report in old["history"]:
         report.pop("weights")
     torch.save({**old, "format": 1}, tmp_path / "format1.pt")
@@ -299,3 +308,19 @@ def test_the_task_is_told_the_augmentation_the_run_can_afford(tmp_path: Path) ->
     task = ToyTask()
     fit(task, tmp_path, tmp_path / "std", dataclasses.replace(CONFIG, augmentation="standard"))
     assert task.augmentation == "standard"
+
+
+def test_a_resume_continues_with_the_engines_recipe_of_the_day(tmp_path: Path) -> None:
+    # A deploy that changes the engine's own recipe must not fail the jobs in flight.
+    with pytest.raises(TrainingInterrupted):
+        fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: True)
+    changed = dataclasses.replace(CONFIG, ema=False, warmup=True, label_smoothing=0.1)
+    resumed = fit(
+        ToyTask(),
+        tmp_path,
+        tmp_path / "second",
+        changed,
+        resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+    )
+    assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
+    assert "ema" not in load_checkpoint(resumed.checkpoint_last)
