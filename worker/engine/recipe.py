@@ -67,14 +67,6 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
     return WARMUP_START + (1 - WARMUP_START) * step / warmup_steps
 
 
-def scheduled_rate(
-    learning_rate: float, step_size: int, gamma: float, epoch: int, step: int, warmup_steps: int
-) -> float:
-    """The rate of 0-based epoch `epoch` and 0-based global step `step`: the seed's StepLR,
-    learning_rate · gamma^⌊epoch/step_size⌋, times the warm-up factor."""
-    return learning_rate * gamma ** (epoch // step_size) * warmup_factor(step, warmup_steps)
-
-
 @dataclass
 class WeightAverage:
     """An exponential moving average of a model's parameters; buffers are copied from the

@@ -13,7 +13,6 @@ from worker.engine.recipe import (
     WARMUP_START,
     WeightAverage,
     augmentation_strength,
-    scheduled_rate,
     warmup_factor,
 )
 
@@ -46,17 +45,6 @@ def test_warm_up_ramps_linearly_then_leaves_the_rate_alone() -> None:
     assert warmup_factor(5, 10) == pytest.approx(WARMUP_START + (1 - WARMUP_START) / 2)
     assert warmup_factor(10, 10) == 1.0 and warmup_factor(11, 10) == 1.0
     assert warmup_factor(0, 0) == 1.0  # no warm-up
-
-
-def test_after_warm_up_the_rate_is_the_seeds_step_schedule() -> None:
-    steps_per_epoch = 50
-    rates = [
-        scheduled_rate(0.05, 7, 0.1, epoch, epoch * steps_per_epoch, steps_per_epoch)
-        for epoch in range(10)
-    ]
-    # Epoch 0 starts inside the warm-up; from epoch 1 on: learning_rate · gamma^⌊k/7⌋.
-    assert rates[0] == pytest.approx(0.05 * WARMUP_START)
-    assert rates[1:] == pytest.approx([0.05] * 6 + [0.005] * 3, rel=1e-12)
 
 
 def test_the_weight_average_follows_closely_at_first_then_slowly() -> None:
