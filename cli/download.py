@@ -26,6 +26,7 @@ from rich.progress import (
 from cli.config import HTTP_TIMEOUT_SECONDS
 from cli.errors import CliError, command
 from shared.contract import StatusResponse
+from shared.storage.artifacts import RUNS_FOLDER
 
 MANIFEST_NAME = "manifest.json"
 DOWNLOAD_THREADS = 4
@@ -54,12 +55,16 @@ class Downloaded:
 def local_name(url: str, status: StatusResponse, fallback: str) -> str:
     """The file's path below the training's folder (`model.onnx`, `plots/curves.png`).
 
-    Download URLs end in `<profile>/<project>/<name>`; anything unsafe falls back to `fallback`.
+    Download URLs end in `<profile>/<project>/runs/<claim>/<name>` (each claim of a job
+    delivers under its own folder; trainings from before that, `<profile>/<project>/<name>`);
+    anything unsafe falls back to `fallback`.
     """
     path = unquote(urlsplit(url).path)
     marker = f"/{status.profile_id}/{status.project_name}/"
     at = path.find(marker)
     relative = path[at + len(marker) :] if at >= 0 else path.rsplit("/", 1)[-1]
+    if relative.startswith(RUNS_FOLDER):
+        relative = relative[len(RUNS_FOLDER) :].partition("/")[2]
     parts = relative.split("/")
     if not relative or "\\" in relative or any(part in ("", ".", "..") for part in parts):
         return fallback

@@ -528,7 +528,16 @@ class TrainingRow(BaseModel):
     lastupdate: datetime = Field(default_factory=utcnow)
     attempt: int = Field(default=0, description="failed attempts so far")
     worker_id: str | None = Field(default=None, description="the worker holding the job")
+    # The holder's claim: every row write and upload of a holder checks it is still theirs.
+    claim_token: str | None = Field(default=None, description="the holder's claim, per claim")
+    message_id: str | None = Field(default=None, description="the queue message it runs under")
     claimed_epoch: int = Field(default=0, description="current_epoch when last claimed")
+    checkpoints: int = Field(default=0, description="resume checkpoints saved, inside epochs too")
+    claimed_checkpoints: int = Field(default=0, description="checkpoints when last claimed")
+    checkpoint_blob: str | None = Field(default=None, description="the checkpoint to resume from")
+    # An end reached without a worker (cancelled while queued): the worker that drops its
+    # message sends the webhook a running job would have sent.
+    event_pending: bool = False
     cancel_requested: bool = False
     events: int = Field(default=0, description="webhook events so far: the next sequence - 1")
     last_error: str | None = None

@@ -1,12 +1,16 @@
 """One job's pipeline: download → check → train → export → upload, writing the row at each step.
 
 The row is the source of truth: every write is conditional on its ETag, states only move
-forward, and a write finds out when another worker has taken the job over (LostJob) or the
-training ended elsewhere (cancelled before it started).
+forward, and every write and upload first checks that the row still carries this job's
+claim token, so a worker that lost the job (another took it over, or the training ended
+elsewhere) finds out (LostJob) before it touches anything. Checkpoints go to a blob of the
+claim's own and exports to a per-claim prefix; the row write that names them is the commit,
+so a status never lists a mix of two claims' files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import shutil
@@ -21,13 +25,18 @@ from typing import Any
 import torch
 
 from shared.contract import MAX_EPOCHS, State, StatusResponse, TrainingRow, utcnow
-from shared.storage.artifacts import ArtifactStore, resume_prefix, training_prefix
+from shared.storage.artifacts import (
+    ArtifactStore,
+    delivery_prefix,
+    resume_prefix,
+)
 from shared.storage.jobs import JobsTable
+from worker.claim import job_key
 from worker.classification.task import plural
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import DatasetError, WeightsMissingError
-from worker.engine.loop import fit
+from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult
 from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
 from worker.ingest.fetch import FetchLimits, fetch, open_source
@@ -38,7 +47,7 @@ from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
 
-CHECKPOINT_BLOB = "checkpoint_last.pt"  # under the training's resume_prefix
+CHECKPOINT_BLOB = "checkpoint_last.pt"  # under resume_prefix/<claim token>/
 EXPORT_CHECK_IMAGES = 32  # images each export is compared with PyTorch on
 
 
@@ -49,7 +58,7 @@ class LostJob(Exception):
 class Outcome(enum.Enum):
     FINISHED = "finished"  # the row reached SUCCESS, FAILED or CANCELLED: delete the message
     PAUSED = "paused"  # warm stop: the row waits for a worker; make the message visible
-    LOST = "lost"  # someone else owns the job: leave the message alone
+    LOST = "lost"  # someone else owns the job, or its lease is gone: leave the message alone
     RETRY = "retry"  # a failed attempt with attempts left: the message returns after a delay
     POISONED = "poisoned"  # the last attempt failed: the message goes to the poison queue
 
@@ -57,13 +66,17 @@ class Outcome(enum.Enum):
 class JobFlags:
     """What the worker's heartbeat learns while the training runs."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, claim_token: str | None = None) -> None:
         self.stop = stop  # warm stop asked (SIGTERM)
+        self.claim_token = claim_token  # the claim the job runs under
         self.cancelled = False  # the user asked to cancel
         self.timed_out = False  # past AITRAINER_MAX_WALL_SECONDS
+        # The message's lease was lost (received again elsewhere) or the row's claim moved
+        # on: leave at the next step, touching nothing.
+        self.lost = False
 
     def interrupt_training(self) -> bool:
-        return self.cancelled or self.timed_out
+        return self.cancelled or self.timed_out or self.lost
 
 
 class Job:
@@ -78,8 +91,12 @@ class Job:
         artifacts: ArtifactStore,
         flags: JobFlags,
         redact: Callable[[str], str],
+        work_dir: Path,
     ) -> None:
+        assert row.claim_token is not None, "a job runs under a claim"
         self.row = row
+        self.claim_token = row.claim_token
+        self.work_dir = work_dir
         self.secrets = secrets
         self.settings = settings
         self.jobs = jobs
@@ -87,30 +104,24 @@ class Job:
         self.flags = flags
         self.redact = redact
         self.task = task_for(row.params.model_type)
-        self.prefix = training_prefix(row.profile_id, row.project_name)
-        self.resume_blob = resume_prefix(row.profile_id, row.project_name) + CHECKPOINT_BLOB
-        assert settings.webhook_secret is not None  # settings fill it in dev, require it else
-        self.webhooks = WebhookSender(
-            row.webhook_url,
-            settings.webhook_secret.get_secret_value().encode(),
-            allow_private=settings.webhook_allow_private,
-            timeout=settings.webhook_timeout_seconds,
-            retries=settings.webhook_retries,
-        )
+        resume = resume_prefix(row.profile_id, row.project_name)
+        self.checkpoint_blob = f"{resume}{self.claim_token}/{CHECKPOINT_BLOB}"
+        # Before claims had blobs of their own, one blob served every attempt.
+        self.legacy_checkpoint_blob = resume + CHECKPOINT_BLOB
+        self.delivery_prefix = delivery_prefix(row.profile_id, row.project_name, self.claim_token)
+        self.webhooks = webhook_sender(settings, row.webhook_url)
 
     @property
     def key(self) -> str:
-        return f"{self.row.profile_id}/{self.row.project_name}"
+        return job_key(self.row)
 
     # -- row writes ---------------------------------------------------------------------
 
     def update(self, change: Callable[[TrainingRow], None], event: str | None = None) -> None:
         """Apply `change` to the stored row if this worker still owns it; send the webhook."""
-        worker_id = self.settings.worker_id
 
         def apply(row: TrainingRow) -> None:
-            if row.worker_id != worker_id or row.state.finished:
-                raise LostJob(self.key)
+            self._check_claim_of(row)
             old = row.state
             change(row)
             if not old.can_move_to(row.state):
@@ -125,6 +136,25 @@ class Job:
         if event:
             status = StatusResponse.from_row(self.row).model_dump(mode="json")
             self.webhooks.send(event, self.row.events, status)
+
+    def _check_claim_of(self, row: TrainingRow) -> None:
+        holder = (row.worker_id, row.claim_token)
+        if holder != (self.settings.worker_id, self.claim_token) or row.state.finished:
+            raise LostJob(self.key)
+
+    def check_claim(self) -> None:
+        """Raise LostJob unless the stored row is still this claim's (before any upload)."""
+        if self.flags.lost:
+            raise LostJob(self.key)
+        found = self.jobs.get(self.row.profile_id, self.row.project_name)
+        if found is None:
+            raise LostJob(self.key)
+        self._check_claim_of(found[0])
+
+    def upload(self, path: Path, blob: str) -> None:
+        """Upload one file, only while the job is still this claim's."""
+        self.check_claim()
+        self.artifacts.upload_file(path, blob)
 
     def advance(self, state: State, message: str) -> None:
         """Move to `state` (never backwards: a resumed job stays where it was) and say why."""
@@ -155,11 +185,13 @@ class Job:
 
     def run(self) -> Outcome:
         """Run to an end state, a pause (warm stop) or the discovery that the job moved on."""
-        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-        workspace = Path(tempfile.mkdtemp(prefix="job-", dir=self.settings.work_dir))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
             return self._run(workspace)
         except LostJob:
+            if self.flags.lost:  # the lease went first: the claim may still be ours
+                return self.leave("its queue message was received by another worker")
             log.warning("job %s: taken over or ended elsewhere; leaving it", self.key)
             return Outcome.LOST
         except (
@@ -234,10 +266,13 @@ class Job:
                 resume_from=checkpoint,
                 cancelled=self.flags.interrupt_training,
                 stop_after_epoch=self.flags.stop.is_set,
+                on_checkpoint=self._step_checkpoint,
             )
         except TrainingInterrupted:
             return self.pause()
         except TrainingCancelled:
+            if self.flags.lost:
+                raise LostJob(self.key) from None
             if self.flags.timed_out:
                 return self.finish(
                     State.FAILED,
@@ -250,18 +285,47 @@ class Job:
         return self._deliver(result, root)
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
-        blob = self.resume_blob
-        if self.row.current_epoch == 0 or not self.artifacts.exists(blob):
+        blob = self.row.checkpoint_blob
+        if blob is None and self.row.current_epoch > 0:
+            blob = self.legacy_checkpoint_blob
+        if blob is None or not self.artifacts.exists(blob):
             return None
-        path = workspace / "resume" / "checkpoint_last.pt"
+        path = workspace / "resume" / CHECKPOINT_BLOB
         path.parent.mkdir(parents=True)
         self.artifacts.download_file(blob, path)
         return path
 
-    def _epoch_done(self, report: EpochReport) -> None:
-        # Upload first: a row that says "epoch k" promises a checkpoint to resume from.
-        self.artifacts.upload_file(self.out_dir / CHECKPOINT_LAST, self.resume_blob)
+    def _save_checkpoint(self, change: Callable[[TrainingRow], None], event: str | None) -> None:
+        """Upload checkpoint_last.pt to this claim's blob, then commit it with `change`.
 
+        Upload first: a row that names a checkpoint promises it exists. The blob is this
+        claim's own, so a worker that lost the job cannot overwrite what the row names.
+        """
+        self.upload(self.out_dir / CHECKPOINT_LAST, self.checkpoint_blob)
+        previous = self.row.checkpoint_blob
+
+        def commit(row: TrainingRow) -> None:
+            change(row)
+            row.checkpoints += 1
+            row.checkpoint_blob = self.checkpoint_blob
+
+        self.update(commit, event)
+        if previous not in (None, self.checkpoint_blob):  # an earlier claim's: replaced now
+            try:
+                self.artifacts.delete(previous)
+            except Exception:  # a leftover blob costs storage only; the prefix's rule expires it
+                log.warning("job %s: could not delete the earlier checkpoint", self.key)
+
+    def _step_checkpoint(self, saved: StepCheckpoint) -> None:
+        def change(row: TrainingRow) -> None:
+            row.message = (
+                f"epoch {saved.epoch}/{row.params.epochs}: {saved.step} of {saved.steps} "
+                "batches trained (checkpoint saved)"
+            )
+
+        self._save_checkpoint(change, None)
+
+    def _epoch_done(self, report: EpochReport) -> None:
         def change(row: TrainingRow) -> None:
             row.current_epoch = report.epoch
             row.loss = report.train_loss
@@ -273,7 +337,7 @@ class Job:
                 f"{report.images_per_s:.0f} images/s"
             )
 
-        self.update(change, "epoch_completed")
+        self._save_checkpoint(change, "epoch_completed")
 
     def pause(self) -> Outcome:
         def change(row: TrainingRow) -> None:
@@ -282,6 +346,18 @@ class Job:
 
         self.update(change)
         return Outcome.PAUSED
+
+    def leave(self, why: str) -> Outcome:
+        """Give the job back without counting an attempt (if the claim is still ours)."""
+        log.warning("job %s: %s; leaving it for another worker", self.key, why)
+
+        def change(row: TrainingRow) -> None:
+            row.worker_id = None
+            row.message = f"{why}; another worker resumes it from epoch {row.current_epoch}"
+
+        with contextlib.suppress(LostJob):
+            self.update(change)
+        return Outcome.LOST
 
     def _deliver(self, result: TrainResult, root: Path) -> Outcome:
         formats = self.row.params.export
@@ -307,17 +383,20 @@ class Job:
             )
         except ExportFailed as error:
             manifest, failure = error.manifest, str(error)
-        # Upload what exists even after a failure: the formats that passed stay downloadable.
-        for file_name in manifest.upload_names():
-            self.artifacts.upload_file(export_dir / file_name, self.prefix + file_name)
+        prefix = self.delivery_prefix
         extras = {
             "metrics": (result.metrics_path, "metrics.json"),
             "checkpoint": (result.checkpoint_best, "checkpoints/checkpoint_best.pt"),
         }
         extras |= {name: (path, f"plots/{name}.png") for name, path in result.plots.items()}
-        for path, blob in extras.values():
-            self.artifacts.upload_file(path, self.prefix + blob)
-        exports = {fmt: self.prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
+        uploads = [(path, blob) for path, blob in extras.values()]
+        # Upload what exists even after a failure: the formats that passed stay downloadable.
+        # The manifest (upload_names' last) goes last: it names every other file.
+        uploads += [(export_dir / name, name) for name in manifest.upload_names()]
+        assert uploads[-1][1] == MANIFEST_FILE
+        for path, blob in uploads:
+            self.upload(path, prefix + blob)
+        exports = {fmt: prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
         files = {"manifest": MANIFEST_FILE, "labels": LABELS_FILE}
         files |= {key: blob for key, (_, blob) in extras.items()}
         # A format's companions (TorchScript's plain state_dict) are downloadable too.
@@ -328,7 +407,7 @@ class Job:
 
         def change(row: TrainingRow) -> None:
             row.exports = exports
-            row.files = {key: self.prefix + blob for key, blob in files.items()}
+            row.files = {key: prefix + blob for key, blob in files.items()}
             row.accuracy = result.best_val_accuracy  # the delivered model is the best epoch's
 
         self.update(change)
@@ -348,6 +427,18 @@ class Job:
         if result.best_val_accuracy < floor:
             message = did_not_learn(self.task.score_name, result, floor) + "; " + message
         return self.finish(State.SUCCESS, message)
+
+
+def webhook_sender(settings: WorkerSettings, url: str | None) -> WebhookSender:
+    """One job's webhook deliveries, signed with the worker's secret."""
+    assert settings.webhook_secret is not None  # settings fill it in dev, require it else
+    return WebhookSender(
+        url,
+        settings.webhook_secret.get_secret_value().encode(),
+        allow_private=settings.webhook_allow_private,
+        timeout=settings.webhook_timeout_seconds,
+        retries=settings.webhook_retries,
+    )
 
 
 def did_not_learn(score_name: str, result: TrainResult, floor: float) -> str:

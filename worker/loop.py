@@ -1,34 +1,44 @@
-"""The worker loop: bootstrap → (receive → lease → run → delete)* → teardown.
+"""The worker loop: bootstrap → (receive → claim → run → settle the message)* → teardown.
 
-A heartbeat thread keeps the worker row fresh, renews the current message's lease, and
-reads the job's row for a cancel request. The first SIGTERM/SIGINT is a warm stop (the
-current epoch finishes, its checkpoint is uploaded and the message returns to the queue),
-the second a cold one (stop now; the lease lapses and another worker resumes).
+A heartbeat thread keeps the worker row fresh (it names the job being run: the holder rule
+of worker/claim.py reads it), renews the current message's lease, and reads the job's row
+for a cancel request or a lost claim. The first SIGTERM/SIGINT is a warm stop (the current
+epoch finishes, its checkpoint is uploaded and the message returns to the queue), the
+second a cold one (stop now; the lease lapses and another worker resumes). A storage error
+around receiving, reading or settling a message is logged and retried with backoff: a
+worker only exits when told to.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import re
+import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import torch
+from azure.core.exceptions import AzureError, HttpResponseError
 from pydantic import ValidationError
 
-from shared.contract import JobMessage, State, TrainingRow, utcnow
+from shared.contract import JobMessage, State, StatusResponse, TrainingRow, utcnow
 from shared.sealing import SealError, unseal
 from shared.storage.account import StorageAccount
 from shared.storage.jobs import JobsTable, TrainingNotFound
-from shared.storage.queue import JobQueue, Lease
+from shared.storage.queue import JobQueue, Lease, LeaseLost
 from shared.storage.workers import WorkersTable
-from worker.job import Job, JobFlags, LostJob, Outcome
+from worker.claim import HeldElsewhere, Verdict, claim, verdict
+from worker.job import Job, JobFlags, LostJob, Outcome, webhook_sender
 from worker.redaction import Redactor
 from worker.settings import WorkerSettings
 
 log = logging.getLogger("aitrainer.worker")
+
+# Backoff while our own storage fails: from poll_min_seconds, doubling up to this.
+STORAGE_BACKOFF_MAX_SECONDS = 60.0
 
 
 class ColdStop(BaseException):
@@ -39,9 +49,22 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def storage_trouble(error: AzureError) -> str:
+    """Our sentence for a storage failure: the error's kind and HTTP status, never the SDK's
+    text (it can quote request URLs, headers and the service's XML body)."""
+    status = error.status_code if isinstance(error, HttpResponseError) else None
+    kind = type(error).__name__ + (f", HTTP {status}" if status else "")
+    return f"a storage request failed ({kind})"
+
+
 class Worker:
     def __init__(self, settings: WorkerSettings) -> None:
-        account = StorageAccount(settings)
+        account = StorageAccount(
+            settings,
+            retries=settings.storage_retries,
+            backoff_seconds=1.0,
+            timeout_seconds=settings.storage_timeout_seconds,
+        )
         self.settings = settings
         self.id = settings.worker_id
         self.jobs = JobsTable(account.table(settings.trainings_table))
@@ -50,6 +73,8 @@ class Worker:
         self.workers = WorkersTable(account.table(settings.workers_table))
         self.artifacts = account.artifacts()
         self.sealing_key = settings.sealing_key_bytes()
+        # This worker's own folder: at start-up it clears only that (others may be running).
+        self.work_dir = settings.work_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", self.id)
         self.gpu = _gpu_name()
         self.stop = threading.Event()
         self.lock = threading.Lock()  # guards lease, current and flags across threads
@@ -66,28 +91,51 @@ class Worker:
         self.bootstrap()
         pulse = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         pulse.start()
-        idle = self.settings.poll_min_seconds
+        idle = trouble = self.settings.poll_min_seconds
         try:
             while not self.stop.is_set():
-                lease = self.queue.receive(self.settings.lease_seconds)
-                if lease is None:
-                    if once:
-                        break
-                    self.stop.wait(idle)
-                    idle = min(idle * 2, self.settings.poll_max_seconds)
+                try:
+                    lease = self.queue.receive(self.settings.lease_seconds)
+                    if lease is not None:
+                        self.handle(lease)
+                except AzureError as error:
+                    # The message (if any) returns when its lease lapses; nothing is lost.
+                    log.warning(
+                        "worker %s: %s; trying again in %.1f s",
+                        self.id,
+                        storage_trouble(error),
+                        trouble,
+                    )
+                    self.stop.wait(trouble)
+                    trouble = min(trouble * 2, STORAGE_BACKOFF_MAX_SECONDS)
                     continue
-                idle = self.settings.poll_min_seconds
-                self.handle(lease)
+                trouble = self.settings.poll_min_seconds
                 if once:
                     break
+                if lease is None:
+                    self.stop.wait(idle)
+                    idle = min(idle * 2, self.settings.poll_max_seconds)
+                else:
+                    idle = self.settings.poll_min_seconds
         finally:
             self.teardown()
 
     def bootstrap(self) -> None:
-        self.workers.heartbeat(self.id, self.gpu, None)
+        # What a killed worker of this id left (customers' photos): nothing outlives a job.
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.work_dir.mkdir(parents=True)
         logging.getLogger().addFilter(self.redactor)
         for handler in logging.getLogger().handlers:
             handler.addFilter(self.redactor)
+        delay = self.settings.poll_min_seconds
+        while not self.stop.is_set():
+            try:
+                self.workers.heartbeat(self.id, self.gpu, None)
+                break
+            except AzureError as error:
+                log.warning("worker %s: cannot register: %s", self.id, storage_trouble(error))
+                self.stop.wait(delay)
+                delay = min(delay * 2, STORAGE_BACKOFF_MAX_SECONDS)
         log.info("worker %s up on %s", self.id, self.gpu)
 
     def teardown(self) -> None:
@@ -120,6 +168,18 @@ class Worker:
             )
             self._to_poison(lease)
             return
+        with self.lock:
+            self.lease, self.current = lease, (message.profile_id, message.project_name)
+        try:
+            # Our heartbeat names the job before our claim can be read: a worker that sees
+            # the claim also sees a holder that works on it (worker/claim.py).
+            self.workers.heartbeat(self.id, self.gpu, "/".join(self.current))
+            self._handle(lease, message)
+        finally:
+            with self.lock:
+                self.lease, self.current, self.flags = None, None, None
+
+    def _handle(self, lease: Lease, message: JobMessage) -> None:
         key = f"{message.profile_id}/{message.project_name}"
         found = self.jobs.get(message.profile_id, message.project_name)
         if found is None or found[0].state.finished:
@@ -128,7 +188,18 @@ class Worker:
                 key,
                 "deleted" if found is None else f"already {found[0].state.value}",
             )
-            self.queue.delete(lease)
+            if found is not None and found[0].event_pending:
+                self._send_pending_event(found[0])
+            self._settle(self.queue.delete)
+            return
+        if lease.dequeue_count > self.settings.max_deliveries and (
+            found[0].message_id != lease.message_id
+        ):
+            self._give_up(
+                message,
+                f"its queue message was delivered {lease.dequeue_count} times without a worker "
+                "being able to start it",
+            )
             return
         try:
             secrets = unseal(
@@ -139,72 +210,107 @@ class Worker:
             )
         except SealError:
             self._give_up(
-                lease,
                 message,
                 "the job's credentials could not be opened (the sealing key changed?)",
             )
             return
         try:
-            row = self._claim(message)
+            row = self._claim(message, lease.message_id)
+        except HeldElsewhere as held:
+            if held.verdict == Verdict.DUPLICATE:
+                log.info("job %s: %s; dropping this duplicate message", key, held)
+                self._settle(self.queue.delete)
+            else:  # its holder lost this lease and leaves at its next step: try again soon
+                log.info("job %s: %s; its message comes back later", key, held)
+                wait = max(1, round(2 * self.settings.heartbeat_seconds))
+                self._settle(lambda lease: self.queue.extend(lease, wait))
+            return
         except (LostJob, TrainingNotFound):
-            self.queue.delete(lease)
+            self._settle(self.queue.delete)
             return
         if row.attempt >= self.settings.max_attempts:
-            self._give_up(
-                lease, message, f"gave up after {row.attempt} failed attempts: {row.last_error}"
-            )
+            self._give_up(message, f"gave up after {row.attempt} failed attempts: {row.last_error}")
             return
-        self._run(lease, row, secrets)
+        self._run(row, secrets)
 
-    def _claim(self, message: JobMessage) -> TrainingRow:
-        """Own the row. An earlier holder that vanished without progress counts as a failure."""
+    def _claim(self, message: JobMessage, message_id: str) -> TrainingRow:
+        """Own the row, if the holder rule allows it (worker/claim.py)."""
 
-        def claim(row: TrainingRow) -> None:
+        def change(row: TrainingRow) -> None:
             if row.state.finished:
                 raise LostJob(message.project_name)
-            crashed = row.worker_id is not None and row.current_epoch <= row.claimed_epoch
-            if crashed:
-                row.attempt += 1
-                row.last_error = f"worker {row.worker_id} stopped without progress"
-            row.worker_id = self.id
-            row.claimed_epoch = row.current_epoch
-            row.lastupdate = utcnow()
+            holder = None
+            if row.worker_id not in (None, self.id):
+                holder = self.workers.get(row.worker_id)
+            # A row from before claims named their message: its holder's copy is this one.
+            running_under = row.message_id or message_id
+            found = verdict(
+                row.model_copy(update={"message_id": running_under}),
+                holder,
+                self.id,
+                message_id,
+                self.settings.lease_seconds,
+            )
+            if found != Verdict.CLAIM:
+                raise HeldElsewhere(found, str(row.worker_id))
+            claim(row, self.id, message_id)
 
-        row, _ = self.jobs.modify(message.profile_id, message.project_name, claim)
+        row, _ = self.jobs.modify(message.profile_id, message.project_name, change)
         return row
 
-    def _run(self, lease: Lease, row: TrainingRow, secrets: dict[str, str]) -> None:
+    def _run(self, row: TrainingRow, secrets: dict[str, str]) -> None:
         key = f"{row.profile_id}/{row.project_name}"
-        flags = JobFlags(self.stop)
+        flags = JobFlags(self.stop, row.claim_token)
         with self.lock:
-            self.lease, self.current, self.flags = lease, (row.profile_id, row.project_name), flags
+            self.flags = flags
             self.job_started = time.monotonic()
         self.redactor.protect(secrets)
         job = Job(
-            row, secrets, self.settings, self.jobs, self.artifacts, flags, self.redactor.redact
+            row,
+            secrets,
+            self.settings,
+            self.jobs,
+            self.artifacts,
+            flags,
+            self.redactor.redact,
+            self.work_dir,
         )
         try:
             try:
                 outcome = job.run()
             except Exception as error:  # any other failure: retry, then give up
-                reason = self.redactor.redact(f"{type(error).__name__}: {error}")
+                # The SDK retried a storage failure already (AITRAINER_STORAGE_RETRIES); what
+                # is left is a fault that outlived them, told in our words, not the SDK's.
+                if isinstance(error, AzureError):
+                    reason = storage_trouble(error)
+                else:
+                    reason = self.redactor.redact(f"{type(error).__name__}: {error}")
                 log.exception("job %s: attempt failed: %s", key, reason)
                 outcome = self._failed_attempt(job, reason)
         finally:
-            with self.lock:  # no renewal is in flight: from here the lease is ours alone
-                lease = self.lease or lease  # the heartbeat may have renewed it
-                self.lease, self.current, self.flags = None, None, None
             self.redactor.protect({})
-        if outcome == Outcome.FINISHED:
-            self.queue.delete(lease)
-        elif outcome == Outcome.PAUSED:
-            self.queue.release(lease)
-        elif outcome == Outcome.RETRY:
-            self.queue.extend(lease, self.settings.retry_delay_seconds)
-        elif outcome == Outcome.POISONED:
-            self.poison.send(lease.content)
-            self.queue.delete(lease)
+        delay = self.settings.retry_delay_seconds
+        settle: dict[Outcome, Callable[[Lease], object]] = {
+            Outcome.FINISHED: self.queue.delete,
+            Outcome.PAUSED: self.queue.release,
+            Outcome.RETRY: lambda lease: self.queue.extend(lease, delay),
+            Outcome.POISONED: self._to_poison,
+        }
+        if outcome in settle:
+            self._settle(settle[outcome])
         log.info("job %s: %s", key, outcome.value)
+
+    def _settle(self, action: Callable[[Lease], object]) -> None:
+        """Delete, release or delay the current message, if its lease is still ours."""
+        with self.lock:  # no renewal is in flight: from here the lease is ours alone
+            lease, self.lease = self.lease, None
+        if lease is None:
+            log.info("the message's lease was lost; another worker has it")
+            return
+        try:
+            action(lease)
+        except LeaseLost:
+            log.info("message %s: its lease lapsed before it was settled", lease.message_id)
 
     def _failed_attempt(self, job: Job, reason: str) -> Outcome:
         """Count a failed attempt in the row; the last one allowed ends the job FAILED."""
@@ -230,8 +336,8 @@ class Worker:
             return Outcome.LOST
         return Outcome.POISONED if exhausted else Outcome.RETRY
 
-    def _give_up(self, lease: Lease, message: JobMessage, reason: str) -> None:
-        """End a job that cannot run at all: row FAILED, message to the poison queue."""
+    def _give_up(self, message: JobMessage, reason: str) -> None:
+        """End a job that cannot run at all: row FAILED (and its webhook), message to poison."""
         log.error("job %s/%s: %s", message.profile_id, message.project_name, reason)
 
         def fail(row: TrainingRow) -> None:
@@ -239,12 +345,40 @@ class Worker:
                 raise LostJob(row.project_name)
             row.state, row.message, row.last_error = State.FAILED, reason, reason
             row.worker_id = None
+            row.events += 1
             row.lastupdate = utcnow()
 
-        with contextlib.suppress(LostJob, TrainingNotFound):
-            self.jobs.modify(message.profile_id, message.project_name, fail)
-        self.poison.send(lease.content)
-        self.queue.delete(lease)
+        try:
+            row, _ = self.jobs.modify(message.profile_id, message.project_name, fail)
+        except (LostJob, TrainingNotFound):
+            pass
+        else:
+            self._send(row)
+        self._settle(self._to_poison)
+
+    def _send_pending_event(self, finished: TrainingRow) -> None:
+        """Send the end a job reached without a worker (cancelled while queued)."""
+
+        def take(row: TrainingRow) -> None:
+            if not row.event_pending:
+                raise LostJob(row.project_name)  # another copy of the message sent it
+            row.event_pending = False
+            row.events += 1
+
+        try:
+            row, _ = self.jobs.modify(finished.profile_id, finished.project_name, take)
+        except (LostJob, TrainingNotFound):
+            return
+        self._send(row)
+
+    def _send(self, row: TrainingRow) -> None:
+        """The state_changed event a running job sends, for a job no worker ran."""
+        sender = webhook_sender(self.settings, row.webhook_url)
+        try:
+            status = StatusResponse.from_row(row).model_dump(mode="json")
+            sender.send("state_changed", row.events, status)
+        finally:
+            sender.close()
 
     def _to_poison(self, lease: Lease) -> None:
         self.poison.send(lease.content)
@@ -261,23 +395,37 @@ class Worker:
                 return
             try:
                 self._beat()
-            except Exception:  # a missed beat is retried at the next one
+            except AzureError as error:  # a missed beat is retried at the next one
+                log.warning("worker %s: heartbeat failed: %s", self.id, storage_trouble(error))
+            except Exception:
                 log.warning("worker %s: heartbeat failed", self.id, exc_info=True)
 
     def _beat(self) -> None:
         with self.lock:
             current, flags = self.current, self.flags
         self.workers.heartbeat(self.id, self.gpu, "/".join(current) if current else None)
-        if current is None or flags is None:
+        if current is None:
             return
         # Renewed under the lock the job's end takes the lease under: a renewal changes the
         # pop receipt, so one racing the final delete or release would make it fail.
         with self.lock:
-            if self.lease is None:
-                return
-            self.lease = self.queue.extend(self.lease, self.settings.lease_seconds)
+            if self.lease is not None:
+                try:
+                    self.lease = self.queue.extend(self.lease, self.settings.lease_seconds)
+                except LeaseLost:
+                    log.warning("job %s: its message's lease was lost", "/".join(current))
+                    self.lease = None
+                    if self.flags is not None:
+                        self.flags.lost = True
+        if flags is None:
+            return
         found = self.jobs.get(*current)
-        if found is not None and (found[0].cancel_requested or found[0].state.finished):
-            flags.cancelled = True
+        if found is not None:
+            row = found[0]
+            if row.cancel_requested or row.state.finished:
+                flags.cancelled = True
+            if row.claim_token != flags.claim_token:
+                log.warning("job %s: its claim moved to %s", "/".join(current), row.worker_id)
+                flags.lost = True
         if time.monotonic() - self.job_started > self.settings.max_wall_seconds:
             flags.timed_out = True

@@ -44,6 +44,20 @@ class WorkerSettings(CommonSettings):
     download_concurrency: int = 16
     cache_bytes: int = DEFAULT_CACHE_BYTES
     device: str | None = Field(default=None, description="cuda or cpu; default: cuda if present")
+    checkpoint_seconds: float = Field(
+        default=120.0, ge=0, description="seconds of training between checkpoints inside an epoch"
+    )
+    max_deliveries: int = Field(
+        default=10,
+        ge=1,
+        description="deliveries of a message no worker could start, then the poison queue",
+    )
+    storage_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="per storage request, connecting and reading"
+    )
+    storage_retries: int = Field(
+        default=6, ge=0, description="tries of a failed storage request, backing off from 1 s"
+    )
 
     @model_validator(mode="after")
     def _webhook_secret(self) -> WorkerSettings:

@@ -245,6 +245,7 @@ def _request_cancel(row: TrainingRow) -> None:
         raise ApiError(409, f"training '{row.project_name}' already ended {row.state.value}")
     if row.state == State.PENDING:
         row.state, row.message = State.CANCELLED, "cancelled before it started"
+        row.event_pending = True  # no worker ran it: the one that drops its message says so
     else:
         row.cancel_requested, row.message = True, "cancel requested"
     row.lastupdate = utcnow()

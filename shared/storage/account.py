@@ -21,12 +21,22 @@ class StorageAccount:
     URL is a template such as ``https://acct.{service}.core.windows.net``.
     """
 
-    def __init__(self, settings: CommonSettings, *, retries: int = 3) -> None:
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        retries: int = 3,
+        backoff_seconds: float = 0.2,
+        timeout_seconds: float = 10,
+    ) -> None:
         # The API prefers a quick 503 to a request that hangs on retries; the worker waits.
+        # A storage account that accepts connections but does not answer (paused, overloaded)
+        # costs timeout_seconds per try: the read timeout is bounded as well as the connect.
         options: dict[str, Any] = {
             "retry_total": retries,
-            "retry_backoff_factor": 0.2,
-            "connection_timeout": 10,
+            "retry_backoff_factor": backoff_seconds,
+            "connection_timeout": timeout_seconds,
+            "read_timeout": timeout_seconds,
         }
         if settings.storage_connection_string is not None:
             secret = settings.storage_connection_string.get_secret_value()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
+from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import (
     BlobSasPermissions,
     BlobServiceClient,
@@ -27,6 +29,15 @@ RESUME_ROOT = ".resume/"
 def training_prefix(profile_id: str, project_name: str) -> str:
     """Where a training's delivered files live: exports, manifest, metrics, plots."""
     return f"{profile_id}/{project_name}/"
+
+
+# Each claim of a job delivers under a folder of its own (the row names the one delivered).
+RUNS_FOLDER = "runs/"
+
+
+def delivery_prefix(profile_id: str, project_name: str, claim_token: str) -> str:
+    """Where one claim of a training uploads its exports, manifest, metrics and plots."""
+    return f"{training_prefix(profile_id, project_name)}{RUNS_FOLDER}{claim_token}/"
 
 
 def resume_prefix(profile_id: str, project_name: str) -> str:
@@ -90,6 +101,11 @@ class ArtifactStore:
 
     def list(self, prefix: str) -> list[str]:
         return [blob.name for blob in self.client.list_blobs(name_starts_with=prefix)]
+
+    def delete(self, blob_name: str) -> None:
+        """Delete one blob; one already gone is fine."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self.client.delete_blob(blob_name)
 
     def delete_prefix(self, prefix: str) -> int:
         """Delete every blob under `prefix`; returns how many."""

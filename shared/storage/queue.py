@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
+
+
+class LeaseLost(Exception):
+    """The message is gone or was received again by someone else (a new pop receipt)."""
 
 
 @dataclass(frozen=True)
@@ -37,19 +44,35 @@ class JobQueue:
 
     def extend(self, lease: Lease, lease_seconds: int) -> Lease:
         """Renew the lease; the returned lease carries the new pop receipt."""
-        updated = self.client.update_message(
-            lease.message_id, lease.pop_receipt, visibility_timeout=lease_seconds
-        )
+        with _lease_errors():
+            updated = self.client.update_message(
+                lease.message_id, lease.pop_receipt, visibility_timeout=lease_seconds
+            )
         return replace(lease, pop_receipt=str(updated.pop_receipt))
 
     def release(self, lease: Lease) -> None:
         """Make the message visible again now, so another worker can take it."""
-        self.client.update_message(lease.message_id, lease.pop_receipt, visibility_timeout=0)
+        self.extend(lease, 0)
 
     def delete(self, lease: Lease) -> None:
-        self.client.delete_message(lease.message_id, lease.pop_receipt)
+        with _lease_errors():
+            self.client.delete_message(lease.message_id, lease.pop_receipt)
 
     def depth(self) -> int:
         """Approximate number of messages waiting (leased ones included)."""
         count = self.client.get_queue_properties().approximate_message_count
         return int(count or 0)
+
+
+@contextmanager
+def _lease_errors() -> Iterator[None]:
+    """404 (message gone) and 400 PopReceiptMismatch both mean the lease is not ours."""
+    try:
+        yield
+    except ResourceNotFoundError as error:
+        raise LeaseLost(str(error.status_code)) from error
+    except HttpResponseError as error:
+        code = getattr(error, "error_code", None)  # a str enum: its value is the service's
+        if getattr(code, "value", code) == "PopReceiptMismatch":
+            raise LeaseLost("PopReceiptMismatch") from error
+        raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
@@ -39,6 +40,14 @@ class WorkersTable:
         with contextlib.suppress(ResourceNotFoundError):
             self.client.delete_entity(PARTITION, worker_id)
 
+    def get(self, worker_id: str) -> WorkerInfo | None:
+        """One worker's last heartbeat, or None when it has no row (stopped cleanly)."""
+        try:
+            entity = self.client.get_entity(PARTITION, worker_id)
+        except ResourceNotFoundError:
+            return None
+        return _info(entity)
+
     def online(self, fresh_seconds: int) -> list[WorkerInfo]:
         """Workers whose last heartbeat is at most `fresh_seconds` old."""
         since = datetime.now(UTC) - timedelta(seconds=fresh_seconds)
@@ -46,12 +55,13 @@ class WorkersTable:
             "PartitionKey eq @p and heartbeat ge @since",
             parameters={"p": PARTITION, "since": since},
         )
-        return [
-            WorkerInfo(
-                worker_id=entity["RowKey"],
-                heartbeat=entity["heartbeat"],
-                gpu=entity["gpu"],
-                current_job=entity["current_job"] or None,
-            )
-            for entity in entities
-        ]
+        return [_info(entity) for entity in entities]
+
+
+def _info(entity: dict[str, Any]) -> WorkerInfo:
+    return WorkerInfo(
+        worker_id=entity["RowKey"],
+        heartbeat=entity["heartbeat"],
+        gpu=entity["gpu"],
+        current_job=entity["current_job"] or None,
+    )

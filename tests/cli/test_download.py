@@ -13,6 +13,11 @@ def test_links_keep_their_path_below_the_training_and_nothing_else() -> None:
     status = StatusResponse.model_validate(status_body(project_name="my shapes"))
     assert local_name(f"{BASE}/model.onnx?sv=1&sig=x", status, "f") == "model.onnx"
     assert local_name(f"{BASE}/plots/curves.png?sig=x", status, "f") == "plots/curves.png"
+    # Each claim of a job delivers under runs/<claim token>/: that folder is not kept.
+    run = f"{BASE}/runs/0add109b5ee44c03a6726fc69f7dc86d"
+    assert local_name(f"{run}/model.onnx?sig=x", status, "f") == "model.onnx"
+    assert local_name(f"{run}/plots/curves.png?sig=x", status, "f") == "plots/curves.png"
+    assert local_name(f"{run}/../../x", status, "fallback") == "fallback"
     # Whatever a link says, nothing lands outside the folder.
     assert local_name(f"{BASE}/../../etc/passwd", status, "fallback") == "fallback"
     assert local_name(f"{BASE}/plots/%2E%2E/x", status, "fallback") == "fallback"

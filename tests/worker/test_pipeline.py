@@ -14,6 +14,7 @@ from dev.stack import Azurite
 from function_app.api import ApiSettings
 from shared.contract import State
 from shared.storage.account import StorageAccount
+from shared.storage.jobs import JobsTable
 from tests.worker.conftest import (
     S3_KEY_ID,
     S3_SECRET,
@@ -131,13 +132,18 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         assert not verify(b"another-secret", headers[SIGNATURE_HEADER], raw)
 
     # What was delivered, and nothing secret anywhere.
-    models = StorageAccount(settings).container(settings.models_container)
+    account = StorageAccount(settings)
+    models = account.container(settings.models_container)
     names = {blob.name for blob in models.list_blobs()}
-    prefix = "clinic/teeth/"
-    for blob in ("metrics.json", "checkpoints/checkpoint_best.pt"):
+    row, _ = JobsTable(account.table(settings.trainings_table)).get("clinic", "teeth")  # type: ignore[misc]
+    # Everything delivered sits under the prefix of the claim that trained it.
+    prefix = f"clinic/teeth/runs/{row.claim_token}/"
+    for blob in ("metrics.json", "checkpoints/checkpoint_best.pt", "manifest.json"):
         assert prefix + blob in names
+    assert all(blob.startswith(prefix) for blob in [*row.exports.values(), *row.files.values()])
     # The resume checkpoint sits apart, where the lifecycle rule expires it.
-    assert ".resume/clinic/teeth/checkpoint_last.pt" in names
+    assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/checkpoint_last.pt"
+    assert row.checkpoint_blob in names
 
     # Every format is delivered behind a download URL, byte-identical to what the manifest lists.
     assert set(status["exports"]) == set(EVERY_FORMAT)

@@ -16,10 +16,12 @@ from worker.engine.config import RECIPE_FIELDS, RESULT_DEFINING_FIELDS, TrainCon
 
 # Version 2 adds the weight average ("ema") and the recipe's config fields. Version 1 (both
 # tasks before the recipe) still resumes: its EMA starts afresh from the resumed weights.
+# Version 3 adds "progress" to a checkpoint saved inside an epoch (the loop's EpochProgress:
+# step, shuffle order, loss so far); without it a checkpoint is an epoch's end, as before.
 # Jobs in flight across a deploy resume from these files: keys change only with a new
 # version, a migration and a test.
-CHECKPOINT_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

@@ -89,6 +89,9 @@ class TrainConfig:
     warmup: bool = False  # ramp the rate up over the first epoch (measured: no gain yet)
     precise_batch_norm: bool = True  # re-estimate batch-norm statistics before evaluating
     label_smoothing: float = 0.0
+    # Also checkpoint inside an epoch after this many seconds of training (None: only at
+    # each epoch's end). Not result-defining: a resume continues the same run either way.
+    checkpoint_seconds: float | None = None
 
     def __post_init__(self) -> None:
         problems = [
@@ -138,6 +141,12 @@ class TrainConfig:
                 self.augmentation,
                 self.augmentation in AUGMENTATIONS,
                 f"must be one of {', '.join(AUGMENTATIONS)}",
+            ),
+            (
+                "checkpoint_seconds",
+                self.checkpoint_seconds,
+                self.checkpoint_seconds is None or self.checkpoint_seconds >= 0,
+                "must be >= 0",
             ),
             (
                 "label_smoothing",

@@ -1,6 +1,7 @@
 """fit: the one training loop. Seed, load, build, then per epoch train → evaluate → keep the
-best → checkpoint → report; resume, warm stop, cancel and divergence are handled here once,
-and so is the recipe around the seed's SGD + StepLR (warm-up, weight average)."""
+best → checkpoint → report; resume (from an epoch's end or from inside one), warm stop,
+cancel and divergence are handled here once, and so is the recipe around the seed's SGD +
+StepLR (warm-up, weight average)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,30 @@ class Best:
 
 
 @dataclass
+class EpochProgress:
+    """How far the epoch in progress has trained: what a checkpoint inside an epoch saves so
+    that a resume continues at the next batch with the same result as an unbroken run."""
+
+    epoch: int
+    step: int  # batches of this epoch trained
+    order: torch.Tensor  # this epoch's shuffle (drawn once, at its start)
+    loss_sum: torch.Tensor  # float64: the summed training loss of those batches
+    images_seen: int
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {**asdict(self), "loss_sum": self.loss_sum.detach().cpu()}
+
+
+@dataclass(frozen=True)
+class StepCheckpoint:
+    """Sent to on_checkpoint after checkpoint_last.pt was rewritten inside an epoch."""
+
+    epoch: int
+    step: int
+    steps: int
+
+
+@dataclass
 class Run:
     """Everything one run holds between epochs; checkpoint_last.pt saves what resumes it."""
 
@@ -78,6 +103,7 @@ class Run:
     history: list[EpochReport] = field(default_factory=list)
     best: Best = field(default_factory=Best)
     first_epoch: int = 1
+    progress: EpochProgress | None = None  # a resumed checkpoint's part-trained epoch
 
 
 def fit(
@@ -89,18 +115,21 @@ def fit(
     resume_from: Path | None = None,
     cancelled: Callable[[], bool] | None = None,
     stop_after_epoch: Callable[[], bool] | None = None,
+    on_checkpoint: Callable[[StepCheckpoint], None] | None = None,
 ) -> TrainResult:
     """Train task's model on dataset_dir, writing checkpoints, metrics and plots to out_dir.
 
-    Raises TrainingInterrupted after an epoch when stop_after_epoch() says so (resume from
-    checkpoint_last.pt), TrainingCancelled within an epoch once cancelled() does, and
-    TrainingDiverged when an epoch's loss is not finite.
+    checkpoint_last.pt is rewritten after every epoch and, with config.checkpoint_seconds,
+    inside long epochs too (then on_checkpoint is told). Raises TrainingInterrupted after an
+    epoch when stop_after_epoch() says so (resume from checkpoint_last.pt), TrainingCancelled
+    within an epoch once cancelled() does, and TrainingDiverged when an epoch's loss is not
+    finite.
     """
     if config.task != task.name:
         raise ValueError(f"config.task is {config.task!r} but the task trains {task.name!r}")
     run = start(task, dataset_dir, out_dir, config, resume_from)
     for epoch in range(run.first_epoch, config.epochs + 1):
-        report = run_epoch(run, epoch, cancel_poller(cancelled, epoch))
+        report = run_epoch(run, epoch, cancel_poller(cancelled, epoch), on_checkpoint)
         if on_epoch:
             on_epoch(report)
         # After the last epoch there is nothing left to resume: finish instead.
@@ -181,25 +210,43 @@ def restore(run: Run, resumed: dict[str, Any]) -> None:
     payload = {key: value for key, value in saved.items() if key not in BEST_KEYS}
     run.best = Best(saved["epoch"], saved["accuracy"], saved["model"], payload)
     run.first_epoch = resumed["epoch"] + 1
+    if "progress" in resumed:  # saved inside the epoch after resumed["epoch"]
+        saved_progress = dict(resumed["progress"])
+        saved_progress["loss_sum"] = saved_progress["loss_sum"].to(run.device)
+        run.progress = EpochProgress(**saved_progress)
     if run.average is not None:
         if "ema" in resumed:
             run.average.load_state_dict(resumed["ema"])
         else:  # a format-1 checkpoint: the average starts at the resumed weights
             run.average = WeightAverage.of(run.model)
-    save_best(run)
+    if run.best.model is not None:  # None: saved inside the first epoch
+        save_best(run)
 
 
-def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
+def run_epoch(
+    run: Run,
+    epoch: int,
+    poll: Poll,
+    on_checkpoint: Callable[[StepCheckpoint], None] | None = None,
+) -> EpochReport:
     """Train one epoch, evaluate, keep a new best, write the checkpoint and metrics.json."""
     config, task, device = run.config, run.task, run.device
-    learning_rate = run.optimizer.param_groups[0]["lr"]
-    order = torch.randperm(run.data.train_images, generator=run.generators["shuffle"])
+    learning_rate = float(run.scheduler.get_last_lr()[0])
+    progress, run.progress = run.progress, None
+    if progress is None or progress.epoch != epoch:
+        order = torch.randperm(run.data.train_images, generator=run.generators["shuffle"])
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        progress = EpochProgress(epoch, 0, order, zero, 0)
     sizes = batch_sizes(run.data.train_images, config.batch_size, drop_single_last=True)
+    resumed_images = progress.images_seen
     synchronize(device)
     started = time.perf_counter()
-    train_loss, train_images = train_one_epoch(
-        run, task.train_batches(order, sizes), (epoch - 1) * len(sizes), len(sizes), poll
-    )
+    # A resumed epoch continues with the batch after the last one its checkpoint trained.
+    rest = progress.order[sum(sizes[: progress.step]) :]
+    batches = task.train_batches(rest, sizes[progress.step :])
+    train_one_epoch(run, batches, progress, len(sizes), poll, on_checkpoint)
+    train_loss = (progress.loss_sum / max(1, progress.images_seen)).item()
+    train_images = progress.images_seen
     train_duration = time.perf_counter() - started
     check_finite(epoch, train_loss, config.learning_rate)
     run.scheduler.step()
@@ -219,7 +266,7 @@ def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
         learning_rate=learning_rate,
         duration_s=duration,
         train_duration_s=train_duration,
-        images_per_s=train_images / train_duration,
+        images_per_s=(train_images - resumed_images) / train_duration,
         train_images=train_images,
         improved=improved,
         best_epoch=run.best.epoch,
@@ -235,36 +282,50 @@ def run_epoch(run: Run, epoch: int, poll: Poll) -> EpochReport:
 
 
 def train_one_epoch(
-    run: Run, batches: Iterable[Any], first_step: int, steps_per_epoch: int, poll: Poll
-) -> tuple[float, int]:
-    """One pass over the training batches; returns the mean loss and the images seen.
+    run: Run,
+    batches: Iterable[Any],
+    progress: EpochProgress,
+    steps_per_epoch: int,
+    poll: Poll,
+    on_checkpoint: Callable[[StepCheckpoint], None] | None,
+) -> None:
+    """Train the epoch's remaining batches, adding their loss and images to progress.
 
     Global steps before the warm-up's end train at a share of the epoch's StepLR rate; the
     scheduled rate is restored after, so StepLR's own arithmetic never sees the warm-up.
+    Every config.checkpoint_seconds of training, checkpoint_last.pt saves the progress.
     """
     model, optimizer = run.model, run.optimizer
     model.train()
-    scheduled = [group["lr"] for group in optimizer.param_groups]
+    scheduled = run.scheduler.get_last_lr()
     warmup_steps = WARMUP_EPOCHS * steps_per_epoch if run.config.warmup else 0
-    # Summed on the device and read once at the end: a per-step .item() would stall the GPU.
-    loss_sum = torch.zeros((), dtype=torch.float64, device=run.device)
-    images_seen = 0
+    interval = run.config.checkpoint_seconds
+    last_checkpoint = time.monotonic()
+    first_step = (progress.epoch - 1) * steps_per_epoch + progress.step
     for step, batch in enumerate(batches, start=first_step):
         poll()
-        if step < warmup_steps:
-            for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
-                group["lr"] = rate * warmup_factor(step, warmup_steps)
+        # Set every step when warming up: a resume inside the warm-up finds the optimiser
+        # holding a ramped rate, not the scheduled one.
+        for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
+            group["lr"] = rate * warmup_factor(step, warmup_steps) if warmup_steps else rate
         loss, count = run.task.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if run.average is not None:
             run.average.update(model)
-        loss_sum += loss.detach() * count
-        images_seen += count
+        # Summed on the device and read once at the end: a per-step .item() would stall the GPU.
+        progress.loss_sum += loss.detach() * count
+        progress.images_seen += count
+        progress.step += 1
+        due = interval is not None and time.monotonic() - last_checkpoint >= interval
+        if due and progress.step < steps_per_epoch:  # the epoch's end checkpoints anyway
+            save_checkpoint(checkpoint_payload(run, progress), run.paths.checkpoint_last)
+            if on_checkpoint:
+                on_checkpoint(StepCheckpoint(progress.epoch, progress.step, steps_per_epoch))
+            last_checkpoint = time.monotonic()
     for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
         group["lr"] = rate
-    return (loss_sum / max(1, images_seen)).item(), images_seen
 
 
 def evaluate_candidates(run: Run, poll: Poll) -> tuple[str, nn.Module, Evaluation]:
@@ -286,40 +347,45 @@ def evaluate_candidates(run: Run, poll: Poll) -> tuple[str, nn.Module, Evaluatio
 
 def save_epoch(run: Run, improved: bool) -> None:
     """checkpoint_last.pt (and checkpoint_best.pt after a new best), then metrics.json."""
+    save_checkpoint(checkpoint_payload(run, None, improved), run.paths.checkpoint_last)
+    if improved:
+        save_best(run)
+    write_json(run.paths.metrics, metrics(run, run.task.final_report(run.best.payload)))
+
+
+def checkpoint_payload(
+    run: Run, progress: EpochProgress | None, improved: bool = False
+) -> dict[str, Any]:
+    """What checkpoint_last.pt holds: the run after its last whole epoch, plus the epoch in
+    progress when saved inside one (the model, optimiser and averages are then mid-epoch)."""
     model_state = run.model.state_dict()
     best = run.best
-    weights = run.history[-1].weights
     # A new best is this epoch's trained weights or its average: save those very tensors,
     # which torch.save then stores once.
     best_state: dict[str, torch.Tensor] | None = best.model
-    if improved and weights == "trained":
+    if improved and run.history[-1].weights == "trained":
         best_state = model_state
     elif improved and run.average is not None:
         best_state = run.average.model.state_dict()
-    save_checkpoint(
-        {
-            "epoch": run.history[-1].epoch,
-            "config": run.config.to_dict(),
-            "class_names": list(run.data.class_names),
-            "pretrained": run.pretrained,
-            "model": model_state,
-            "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(),
-            "history": [asdict(report) for report in run.history],
-            "best": {
-                "epoch": best.epoch,
-                "accuracy": best.accuracy,
-                "model": best_state,
-                **best.payload,
-            },
-            "rng": capture_rng(run.generators),
-            **({"ema": run.average.state_dict()} if run.average is not None else {}),
+    return {
+        "epoch": run.history[-1].epoch if run.history else 0,
+        "config": run.config.to_dict(),
+        "class_names": list(run.data.class_names),
+        "pretrained": run.pretrained,
+        "model": model_state,
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "history": [asdict(report) for report in run.history],
+        "best": {
+            "epoch": best.epoch,
+            "accuracy": best.accuracy,
+            "model": best_state,
+            **best.payload,
         },
-        run.paths.checkpoint_last,
-    )
-    if improved:
-        save_best(run)
-    write_json(run.paths.metrics, metrics(run, run.task.final_report(best.payload)))
+        "rng": capture_rng(run.generators),
+        **({"ema": run.average.state_dict()} if run.average is not None else {}),
+        **({"progress": progress.to_checkpoint()} if progress is not None else {}),
+    }
 
 
 def save_best(run: Run) -> None:

@@ -19,7 +19,7 @@ from worker.engine.checkpoint import load_resumable, save_checkpoint
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingInterrupted
 from worker.engine.data import WeightsMissingError
-from worker.engine.loop import fit
+from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.results import EpochReport
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -150,6 +150,41 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(
         _without_timing(r) for r in whole.history
     ]
     assert resumed.report == whole.report
+
+
+def test_a_kill_inside_an_epoch_resumes_at_its_next_batch_to_the_same_weights(
+    tmp_path: Path, colour_dataset: Path, fast_config: TrainConfig, one_thread: None
+) -> None:
+    # Random crops and flips, dropout and the weight average all cross the interruption.
+    config = dataclasses.replace(
+        fast_config,
+        epochs=2,
+        architecture="mobilenet_v3_small",
+        augmentation="standard",
+        checkpoint_seconds=0.0,
+    )
+    whole = fit(ClassificationTask(), colour_dataset, tmp_path / "whole", config)
+    saved: list[StepCheckpoint] = []
+    with pytest.raises(TrainingCancelled):  # what a kill -9 after that checkpoint leaves
+        fit(
+            ClassificationTask(),
+            colour_dataset,
+            tmp_path / "first",
+            config,
+            on_checkpoint=saved.append,
+            cancelled=lambda: bool(saved) and (saved[-1].epoch, saved[-1].step) == (2, 1),
+        )
+    resumed = fit(
+        ClassificationTask(),
+        colour_dataset,
+        tmp_path / "second",
+        config,
+        resume_from=tmp_path / "first" / "checkpoint_last.pt",
+    )
+    _assert_same_weights(_weights(whole.checkpoint_last), _weights(resumed.checkpoint_last))
+    assert [_without_timing(r) for r in resumed.history] == [
+        _without_timing(r) for r in whole.history
+    ]
 
 
 def test_resuming_a_finished_run_only_reports(

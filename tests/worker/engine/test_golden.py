@@ -31,10 +31,11 @@ from worker.tasks import task_for
 GOLDEN_FILE = Path(__file__).with_name("golden.json")
 # What checkpoint_last.pt holds. Format 1 (both tasks before the recipe; pre-refactor
 # checkpoints were resumed to bit-identical weights when the engine was unified) had these
-# keys less "ema"; format 2 adds the weight average. Jobs in flight across a deploy resume
-# from such files, so keys change only with a new format (tests/worker/engine/test_loop.py
-# resumes a format-1 file).
-CHECKPOINT_FORMAT = 2
+# keys less "ema"; format 2 adds the weight average; format 3 adds "progress", only in a
+# checkpoint saved inside an epoch (an epoch's end has format 2's keys). Jobs in flight
+# across a deploy resume from such files, so keys change only with a new format
+# (tests/worker/engine/test_loop.py resumes a format-1 file and a mid-epoch one).
+CHECKPOINT_FORMAT = 3
 CHECKPOINT_KEYS = {
     "ema",
     "best",

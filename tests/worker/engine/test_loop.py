@@ -18,7 +18,7 @@ from worker.engine.checkpoint import load_checkpoint
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
-from worker.engine.loop import fit
+from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.results import CHECKPOINT_LAST, EpochReport
 from worker.engine.task import Evaluation, Poll
@@ -179,6 +179,54 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_history(tmp_path: Pa
     )
 
 
+def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch_to_the_same_result(
+    tmp_path: Path,
+) -> None:
+    # Warm-up and the weight average on: both carry state across the batches of an epoch.
+    config = dataclasses.replace(CONFIG, warmup=True, checkpoint_seconds=0.0)
+    whole = fit(ToyTask(), tmp_path, tmp_path / "whole", config)
+    saved: list[StepCheckpoint] = []
+    with pytest.raises(TrainingCancelled):  # what a kill after that checkpoint leaves behind
+        fit(
+            ToyTask(),
+            tmp_path,
+            tmp_path / "first",
+            config,
+            on_checkpoint=saved.append,
+            cancelled=lambda: saved[-1:] == [StepCheckpoint(epoch=2, step=2, steps=4)],
+        )
+    # Every batch but an epoch's last (the epoch's end checkpoints anyway).
+    assert saved == [StepCheckpoint(1, step, 4) for step in (1, 2, 3)] + [
+        StepCheckpoint(2, step, 4) for step in (1, 2)
+    ]
+    checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
+    assert checkpoint["format"] == 3 and checkpoint["epoch"] == 1
+    assert (checkpoint["progress"]["epoch"], checkpoint["progress"]["step"]) == (2, 2)
+    task = ToyTask()
+    reports: list[EpochReport] = []
+    resumed = fit(
+        task,
+        tmp_path,
+        tmp_path / "second",
+        config,
+        on_epoch=reports.append,
+        resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+    )
+    assert [r.epoch for r in reports] == [2, 3, 4]
+    assert [without_timing(r) for r in resumed.history] == [
+        without_timing(r) for r in whole.history
+    ]
+    expected, actual = weights(whole.checkpoint_last), weights(resumed.checkpoint_last)
+    assert all(torch.equal(expected[name], actual[name]) for name in expected)
+    assert "progress" not in load_checkpoint(resumed.checkpoint_last)
+
+
+def test_without_checkpoint_seconds_a_run_checkpoints_only_at_epoch_ends(tmp_path: Path) -> None:
+    saved: list[StepCheckpoint] = []
+    fit(ToyTask(), tmp_path, tmp_path / "out", CONFIG, on_checkpoint=saved.append)
+    assert saved == []
+
+
 def test_a_stop_asked_in_the_last_epoch_finishes_the_run_instead(tmp_path: Path) -> None:
     config = dataclasses.replace(CONFIG, epochs=2)
     stop_asked = False
@@ -278,7 +326,7 @@ def test_the_weight_average_is_evaluated_and_kept_when_it_validates_better(
     assert [r.weights for r in result.history] == ["trained", "average", "trained", "average"]
     assert (result.best_epoch, result.best_val_accuracy) == (2, 0.9)
     last = load_checkpoint(result.checkpoint_last)
-    assert last["format"] == 2 and last["ema"]["updates"] == 16  # 4 batches × 4 epochs
+    assert last["format"] == 3 and last["ema"]["updates"] == 16  # 4 batches × 4 epochs
     best = load_checkpoint(result.checkpoint_best)["model"]
     trained = last["model"]
     assert not torch.equal(best["weight"], trained["weight"])

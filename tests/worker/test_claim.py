@@ -1,0 +1,82 @@
+"""The holder rule on its own: who may take a job, and what a takeover costs the job."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from shared.contract import DatasetLocation, TrainingParams, TrainingRow, utcnow
+from shared.storage.workers import WorkerInfo
+from worker.claim import Verdict, claim, verdict
+
+LEASE = 300
+
+
+def row(**fields: object) -> TrainingRow:
+    base = TrainingRow(
+        profile_id="clinic",
+        project_name="teeth",
+        params=TrainingParams(
+            epochs=3,
+            learning_rate=0.1,
+            image_size=32,
+            batch_size=8,
+            step_size=1,
+            gamma=0.5,
+            export=["onnx"],
+            model_type="classification",
+            architecture="resnet18",
+        ),
+        dataset=DatasetLocation(storage_type="azure", container="c", folder="f", zipped=False),
+    )
+    return base.model_copy(update=fields)
+
+
+def beat(seconds_ago: float, job: str | None = "clinic/teeth") -> WorkerInfo:
+    return WorkerInfo(
+        worker_id="a", heartbeat=utcnow() - timedelta(seconds=seconds_ago), gpu="", current_job=job
+    )
+
+
+@pytest.mark.parametrize(
+    ("holder", "heartbeat", "expected"),
+    [
+        (None, None, Verdict.CLAIM),  # nobody holds it
+        ("b", beat(1), Verdict.CLAIM),  # a row naming me: an earlier life of mine
+        ("a", None, Verdict.CLAIM),  # the holder stopped cleanly (no heartbeat row)
+        ("a", beat(LEASE + 1), Verdict.CLAIM),  # the holder's heartbeat is stale
+        ("a", beat(1, job=None), Verdict.CLAIM),  # alive, but it left this job
+        ("a", beat(1, job="clinic/other"), Verdict.CLAIM),
+        ("a", beat(1), Verdict.DUPLICATE),  # alive on it, under another message
+    ],
+)
+def test_a_job_is_taken_only_from_a_holder_that_is_gone(
+    holder: str | None, heartbeat: WorkerInfo | None, expected: Verdict
+) -> None:
+    held = row(worker_id=holder, message_id="m1")
+    assert verdict(held, heartbeat, "b", "m2", LEASE) == expected
+
+
+def test_the_holders_own_message_is_put_back_not_dropped() -> None:
+    # The holder lost this message's lease; it leaves at its next step, then the job moves.
+    assert verdict(row(worker_id="a", message_id="m1"), beat(1), "b", "m1", LEASE) == Verdict.WAIT
+
+
+def test_a_takeover_after_progress_costs_no_attempt() -> None:
+    progressed = row(worker_id="a", checkpoints=5, claimed_checkpoints=3, claim_token="old")
+    claim(progressed, "b", "m2")
+    assert (progressed.attempt, progressed.worker_id, progressed.message_id) == (0, "b", "m2")
+    assert progressed.claim_token not in (None, "old")
+    assert progressed.claimed_checkpoints == 5
+
+
+def test_a_holder_gone_without_a_checkpoint_since_its_claim_costs_one() -> None:
+    stuck = row(
+        worker_id="a", current_epoch=3, claimed_epoch=3, checkpoints=4, claimed_checkpoints=4
+    )
+    claim(stuck, "b", "m2")
+    assert stuck.attempt == 1 and stuck.last_error == "worker a stopped without progress"
+    fresh = row()
+    claim(fresh, "b", "m1")
+    assert fresh.attempt == 0  # nobody held it before
