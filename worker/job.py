@@ -30,7 +30,7 @@ from shared.storage.artifacts import (
     delivery_prefix,
     resume_prefix,
 )
-from shared.storage.jobs import JobsTable
+from shared.storage.jobs import JobsTable, TrainingNotFound
 from worker.claim import job_key
 from worker.classification.task import plural
 from worker.engine.config import TrainConfig
@@ -47,7 +47,7 @@ from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
 
-CHECKPOINT_BLOB = "checkpoint_last.pt"  # under resume_prefix/<claim token>/
+CHECKPOINT_BLOB = "checkpoint_last.pt"  # the name it had before claims had blobs of their own
 EXPORT_CHECK_IMAGES = 32  # images each export is compared with PyTorch on
 
 
@@ -105,7 +105,10 @@ class Job:
         self.redact = redact
         self.task = task_for(row.params.model_type)
         resume = resume_prefix(row.profile_id, row.project_name)
-        self.checkpoint_blob = f"{resume}{self.claim_token}/{CHECKPOINT_BLOB}"
+        # Each checkpoint gets a new name under the claim's folder (<claim>/<n>.pt), so a
+        # blob the row names is never rewritten, not even by its own worker after losing
+        # the job between its claim check and its upload.
+        self.checkpoint_folder = f"{resume}{self.claim_token}/"
         # Before claims had blobs of their own, one blob served every attempt.
         self.legacy_checkpoint_blob = resume + CHECKPOINT_BLOB
         self.delivery_prefix = delivery_prefix(row.profile_id, row.project_name, self.claim_token)
@@ -132,7 +135,10 @@ class Job:
             if old != row.state:
                 log.info("job %s: %s → %s", self.key, old.value, row.state.value)
 
-        self.row, _ = self.jobs.modify(self.row.profile_id, self.row.project_name, apply)
+        try:
+            self.row, _ = self.jobs.modify(self.row.profile_id, self.row.project_name, apply)
+        except TrainingNotFound as error:  # deleted (cancelled, then DELETE) while we ran it
+            raise LostJob(self.key) from error
         if event:
             status = StatusResponse.from_row(self.row).model_dump(mode="json")
             self.webhooks.send(event, self.row.events, status)
@@ -250,6 +256,7 @@ class Job:
             weights_dir=self.settings.weights_dir,
             device=self.settings.device,
             cache_bytes=self.settings.cache_bytes,
+            checkpoint_seconds=self.settings.checkpoint_seconds,
             task=params.model_type,
             augmentation=params.augmentation,
             horizontal_flip=params.horizontal_flip,
@@ -301,16 +308,18 @@ class Job:
         Upload first: a row that names a checkpoint promises it exists. The blob is this
         claim's own, so a worker that lost the job cannot overwrite what the row names.
         """
-        self.upload(self.out_dir / CHECKPOINT_LAST, self.checkpoint_blob)
+        number = self.row.checkpoints + 1
+        blob = f"{self.checkpoint_folder}{number}.pt"
+        self.upload(self.out_dir / CHECKPOINT_LAST, blob)
         previous = self.row.checkpoint_blob
 
         def commit(row: TrainingRow) -> None:
             change(row)
-            row.checkpoints += 1
-            row.checkpoint_blob = self.checkpoint_blob
+            row.checkpoints = number
+            row.checkpoint_blob = blob
 
         self.update(commit, event)
-        if previous not in (None, self.checkpoint_blob):  # an earlier claim's: replaced now
+        if previous is not None:  # replaced now; nobody resumes from it any more
             try:
                 self.artifacts.delete(previous)
             except Exception:  # a leftover blob costs storage only; the prefix's rule expires it

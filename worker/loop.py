@@ -11,6 +11,7 @@ worker only exits when told to.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import shutil
@@ -49,6 +50,14 @@ def _gpu_name() -> str:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
+def folder_name(worker_id: str) -> str:
+    """A worker id as one safe folder name (never empty, `.` or `..`)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", worker_id)
+    if name.strip(".") == "":
+        name = "worker-" + hashlib.sha256(worker_id.encode()).hexdigest()[:12]
+    return name
+
+
 def storage_trouble(error: AzureError) -> str:
     """Our sentence for a storage failure: the error's kind and HTTP status, never the SDK's
     text (it can quote request URLs, headers and the service's XML body)."""
@@ -74,10 +83,13 @@ class Worker:
         self.artifacts = account.artifacts()
         self.sealing_key = settings.sealing_key_bytes()
         # This worker's own folder: at start-up it clears only that (others may be running).
-        self.work_dir = settings.work_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", self.id)
+        self.work_dir = settings.work_dir / folder_name(self.id)
         self.gpu = _gpu_name()
         self.stop = threading.Event()
         self.lock = threading.Lock()  # guards lease, current and flags across threads
+        # Serialises heartbeat writes, each with the job it reads under it: a beat that read
+        # "no job" must not land after the one that names the job just claimed.
+        self.beat_lock = threading.Lock()
         self.lease: Lease | None = None
         self.current: tuple[str, str] | None = None
         self.flags: JobFlags | None = None
@@ -98,13 +110,16 @@ class Worker:
                     lease = self.queue.receive(self.settings.lease_seconds)
                     if lease is not None:
                         self.handle(lease)
-                except AzureError as error:
+                except Exception as error:  # a worker exits only when told to
                     # The message (if any) returns when its lease lapses; nothing is lost.
                     log.warning(
                         "worker %s: %s; trying again in %.1f s",
                         self.id,
-                        storage_trouble(error),
+                        storage_trouble(error)
+                        if isinstance(error, AzureError)
+                        else f"{type(error).__name__} handling a message",
                         trouble,
+                        exc_info=not isinstance(error, AzureError),
                     )
                     self.stop.wait(trouble)
                     trouble = min(trouble * 2, STORAGE_BACKOFF_MAX_SECONDS)
@@ -123,7 +138,7 @@ class Worker:
     def bootstrap(self) -> None:
         # What a killed worker of this id left (customers' photos): nothing outlives a job.
         shutil.rmtree(self.work_dir, ignore_errors=True)
-        self.work_dir.mkdir(parents=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger().addFilter(self.redactor)
         for handler in logging.getLogger().handlers:
             handler.addFilter(self.redactor)
@@ -173,7 +188,7 @@ class Worker:
         try:
             # Our heartbeat names the job before our claim can be read: a worker that sees
             # the claim also sees a holder that works on it (worker/claim.py).
-            self.workers.heartbeat(self.id, self.gpu, "/".join(self.current))
+            self._write_heartbeat()
             self._handle(lease, message)
         finally:
             with self.lock:
@@ -192,9 +207,10 @@ class Worker:
                 self._send_pending_event(found[0])
             self._settle(self.queue.delete)
             return
-        if lease.dequeue_count > self.settings.max_deliveries and (
-            found[0].message_id != lease.message_id
-        ):
+        # Never claimed by anyone (a claim sets the token), yet delivered this often: no
+        # worker gets far enough to start it. A claimed job's copies meet the holder rule.
+        never_claimed = found[0].claim_token is None and found[0].state == State.PENDING
+        if never_claimed and lease.dequeue_count > self.settings.max_deliveries:
             self._give_up(
                 message,
                 f"its queue message was delivered {lease.dequeue_count} times without a worker "
@@ -262,6 +278,7 @@ class Worker:
         key = f"{row.profile_id}/{row.project_name}"
         flags = JobFlags(self.stop, row.claim_token)
         with self.lock:
+            flags.lost = self.lease is None  # lost while reading and claiming the row
             self.flags = flags
             self.job_started = time.monotonic()
         self.redactor.protect(secrets)
@@ -382,7 +399,10 @@ class Worker:
 
     def _to_poison(self, lease: Lease) -> None:
         self.poison.send(lease.content)
-        self.queue.delete(lease)
+        try:
+            self.queue.delete(lease)
+        except LeaseLost:  # received again meanwhile: that copy meets the same end
+            log.info("message %s: its lease lapsed before it was deleted", lease.message_id)
 
     # -- heartbeat ----------------------------------------------------------------------
 
@@ -400,10 +420,18 @@ class Worker:
             except Exception:
                 log.warning("worker %s: heartbeat failed", self.id, exc_info=True)
 
+    def _write_heartbeat(self) -> tuple[str, str] | None:
+        """Refresh our row in the workers table, naming the job we work on (returned)."""
+        with self.beat_lock:
+            with self.lock:
+                current = self.current
+            self.workers.heartbeat(self.id, self.gpu, "/".join(current) if current else None)
+        return current
+
     def _beat(self) -> None:
+        current = self._write_heartbeat()
         with self.lock:
-            current, flags = self.current, self.flags
-        self.workers.heartbeat(self.id, self.gpu, "/".join(current) if current else None)
+            flags = self.flags
         if current is None:
             return
         # Renewed under the lock the job's end takes the lease under: a renewal changes the

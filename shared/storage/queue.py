@@ -44,9 +44,15 @@ class JobQueue:
 
     def extend(self, lease: Lease, lease_seconds: int) -> Lease:
         """Renew the lease; the returned lease carries the new pop receipt."""
+        # Not retried by the SDK: a retry of an update the service applied but whose answer
+        # was lost would carry the old pop receipt and read as a lost lease. The caller
+        # (the next heartbeat) tries again instead.
         with _lease_errors():
             updated = self.client.update_message(
-                lease.message_id, lease.pop_receipt, visibility_timeout=lease_seconds
+                lease.message_id,
+                lease.pop_receipt,
+                visibility_timeout=lease_seconds,
+                retry_total=0,
             )
         return replace(lease, pop_receipt=str(updated.pop_receipt))
 

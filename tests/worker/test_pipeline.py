@@ -142,8 +142,9 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         assert prefix + blob in names
     assert all(blob.startswith(prefix) for blob in [*row.exports.values(), *row.files.values()])
     # The resume checkpoint sits apart, where the lifecycle rule expires it.
-    assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/checkpoint_last.pt"
-    assert row.checkpoint_blob in names
+    # Each checkpoint a new blob of the claim's (the row names the last; earlier ones deleted).
+    assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/{row.checkpoints}.pt"
+    assert [name for name in names if name.startswith(".resume/")] == [row.checkpoint_blob]
 
     # Every format is delivered behind a download URL, byte-identical to what the manifest lists.
     assert set(status["exports"]) == set(EVERY_FORMAT)

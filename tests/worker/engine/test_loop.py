@@ -179,10 +179,12 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_history(tmp_path: Pa
     )
 
 
+@pytest.mark.parametrize("killed_in", [1, 2], ids=["inside the warm-up", "after it"])
 def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch_to_the_same_result(
-    tmp_path: Path,
+    tmp_path: Path, killed_in: int
 ) -> None:
-    # Warm-up and the weight average on: both carry state across the batches of an epoch.
+    # Warm-up (the first epoch's 4 batches) and the weight average on: both carry state
+    # across the batches of an epoch. Killed in epoch 1 there is no best epoch yet.
     config = dataclasses.replace(CONFIG, warmup=True, checkpoint_seconds=0.0)
     whole = fit(ToyTask(), tmp_path, tmp_path / "whole", config)
     saved: list[StepCheckpoint] = []
@@ -193,15 +195,14 @@ def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch_to_the_same_resu
             tmp_path / "first",
             config,
             on_checkpoint=saved.append,
-            cancelled=lambda: saved[-1:] == [StepCheckpoint(epoch=2, step=2, steps=4)],
+            cancelled=lambda: saved[-1:] == [StepCheckpoint(epoch=killed_in, step=2, steps=4)],
         )
     # Every batch but an epoch's last (the epoch's end checkpoints anyway).
-    assert saved == [StepCheckpoint(1, step, 4) for step in (1, 2, 3)] + [
-        StepCheckpoint(2, step, 4) for step in (1, 2)
-    ]
+    expected = [StepCheckpoint(epoch, step, 4) for epoch in (1, 2) for step in (1, 2, 3)]
+    assert saved == expected[: expected.index(StepCheckpoint(killed_in, 2, 4)) + 1]
     checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
-    assert checkpoint["format"] == 3 and checkpoint["epoch"] == 1
-    assert (checkpoint["progress"]["epoch"], checkpoint["progress"]["step"]) == (2, 2)
+    assert checkpoint["format"] == 3 and checkpoint["epoch"] == killed_in - 1
+    assert (checkpoint["progress"]["epoch"], checkpoint["progress"]["step"]) == (killed_in, 2)
     task = ToyTask()
     reports: list[EpochReport] = []
     resumed = fit(
@@ -212,7 +213,7 @@ def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch_to_the_same_resu
         on_epoch=reports.append,
         resume_from=tmp_path / "first" / CHECKPOINT_LAST,
     )
-    assert [r.epoch for r in reports] == [2, 3, 4]
+    assert [r.epoch for r in reports] == list(range(killed_in, 5))
     assert [without_timing(r) for r in resumed.history] == [
         without_timing(r) for r in whole.history
     ]
