@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from .errors import add_handlers
-from .routes import health, trainings
+from .routes import health, profiles, trainings
 from .services import Services
 from .settings import ApiSettings
 
@@ -30,4 +30,5 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     add_handlers(app)
     app.include_router(health.router)
     app.include_router(trainings.router)
+    app.include_router(profiles.router)
     return app

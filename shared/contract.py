@@ -7,13 +7,8 @@ rule, because they reach users verbatim.
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import queue
 import re
-import socket
-import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -31,6 +26,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from shared.addresses import RESOLVE_SECONDS, public_host_problem
+from shared.connection_strings import connection_string_problem
 
 # Classifier architectures the worker can build (torchvision names); the first is the default.
 CLASSIFICATION_ARCHITECTURES: tuple[str, ...] = (
@@ -80,10 +78,8 @@ MAX_GAMMA = 1.0
 # The seed's dev VM allows 36; deployments with larger GPUs raise it in settings.
 DEFAULT_MAX_BATCH_SIZE = 36
 
-# How long a webhook host name may take to resolve, and how many lookups may be under way at
-# once (a lookup that hangs keeps its slot until the resolver gives up on its own).
-WEBHOOK_RESOLVE_SECONDS = 5.0
-_LOOKUPS = threading.BoundedSemaphore(8)
+# How long a webhook (or storage account) host name may take to resolve.
+WEBHOOK_RESOLVE_SECONDS = RESOLVE_SECONDS
 
 # profile_id and project_name become table keys, blob paths and folder names: this set is
 # safe in all three (Table Storage forbids / \ # ? and control characters in keys).
@@ -167,50 +163,7 @@ def webhook_url_problem(
         return None
     if parts.scheme != "https":
         return "webhook_url must use https"
-    try:
-        addresses = _resolve(parts.hostname, parts.port or 443, resolve_seconds)
-    except TimeoutError:
-        return f"webhook_url host '{parts.hostname}' did not resolve within {resolve_seconds:g} s"
-    except (OSError, UnicodeError):
-        return f"webhook_url host '{parts.hostname}' does not resolve"
-    for address in addresses:
-        if not ipaddress.ip_address(address).is_global:
-            return f"webhook_url host '{parts.hostname}' resolves to a non-public address"
-    return None
-
-
-def _resolve(host: str, port: int, timeout: float) -> list[str]:
-    """The addresses `host` resolves to; TimeoutError when that takes over `timeout` s.
-
-    getaddrinfo cannot be interrupted, so it runs on a daemon thread that the caller stops
-    waiting for: a resolver that hangs delays neither the answer nor the process's exit.
-    """
-    deadline = time.monotonic() + timeout
-    if not _LOOKUPS.acquire(timeout=timeout):
-        raise TimeoutError
-    answers: queue.SimpleQueue[list[str] | Exception] = queue.SimpleQueue()
-
-    def lookup() -> None:
-        try:
-            infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-            answers.put([str(info[4][0]) for info in infos])
-        except Exception as error:
-            answers.put(error)
-        finally:
-            _LOOKUPS.release()
-
-    try:
-        threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
-    except RuntimeError:  # no thread to be had: the lookup never runs, so free its slot
-        _LOOKUPS.release()
-        raise
-    try:
-        answer = answers.get(timeout=max(deadline - time.monotonic(), 0))
-    except queue.Empty:
-        raise TimeoutError from None
-    if isinstance(answer, Exception):
-        raise answer
-    return answer
+    return public_host_problem("webhook_url", parts.hostname, parts.port or 443, resolve_seconds)
 
 
 def dataset_uri(storage_type: str, container: str, folder: str) -> str:
@@ -360,6 +313,18 @@ class StartTrainingRequest(BaseModel):
         )
         if problem:
             raise _fail("webhook_url", problem)
+        return value
+
+    @field_validator("azure_connection_string")
+    @classmethod
+    def _dataset_endpoint(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # The API passes its rules in the context; the worker checks again before it connects.
+        rules = (info.context or {}).get("dataset_rules")
+        if value is None or rules is None or info.data.get("storage_type") != "azure":
+            return value
+        problem = connection_string_problem(value.get_secret_value(), **rules)
+        if problem:
+            raise _fail("azure_connection_string", problem)
         return value
 
     @model_validator(mode="after")
@@ -676,6 +641,15 @@ class DeleteTrainingResponse(BaseModel):
     """DELETE /trainings/{profile_id}/{project_name}: what was removed."""
 
     message: str
+
+
+class WebhookSecretResponse(BaseModel):
+    """GET /profiles/{profile_id}/webhook-secret: the key of this profile's webhook signatures."""
+
+    profile_id: str
+    webhook_secret: str = Field(description="the HMAC-SHA256 key, as these characters' UTF-8")
+    signature_header: str = "X-AITrainer-Signature"
+    scheme: str = 't=<unix time>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">'
 
 
 class ErrorResponse(BaseModel):

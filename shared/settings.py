@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.connection_strings import AZURE_STORAGE_SUFFIXES
 from shared.contract import DEFAULT_MAX_BATCH_SIZE
+from shared.webhook_keys import tenant_webhook_secret
 
 # Azurite's well-known development account (public, documented by Microsoft).
 AZURITE_ACCOUNT = "devstoreaccount1"
@@ -67,6 +69,31 @@ class CommonSettings(BaseSettings):
     worker_fresh_seconds: int = Field(
         default=120, description="a worker whose heartbeat is older counts as offline"
     )
+    # A tenant's azure_connection_string must name public Azure Storage over https; dev and
+    # tests read datasets from Azurite on loopback. None: allowed in dev only.
+    dataset_allow_private: bool | None = None
+    azure_storage_suffixes: str = Field(
+        default=",".join(AZURE_STORAGE_SUFFIXES),
+        description="comma-separated: blob endpoints must end in .blob.<one of these>",
+    )
+
+    @property
+    def storage_suffixes(self) -> list[str]:
+        return [suffix.strip() for suffix in self.azure_storage_suffixes.split(",") if suffix]
+
+    @property
+    def datasets_may_be_private(self) -> bool:
+        if self.dataset_allow_private is None:
+            return self.env == "dev"
+        return self.dataset_allow_private
+
+    # The master secret: each profile's webhooks are signed with a key derived from it
+    # (shared/webhook_keys.py), which the API hands to that profile's tokens.
+    webhook_secret: SecretStr | None = None
+
+    def tenant_webhook_secret(self, profile_id: str) -> str:
+        assert self.webhook_secret is not None  # filled in dev, required elsewhere
+        return tenant_webhook_secret(self.webhook_secret.get_secret_value(), profile_id)
 
     @model_validator(mode="after")
     def _safe_outside_dev(self) -> CommonSettings:
@@ -75,6 +102,8 @@ class CommonSettings(BaseSettings):
                 self.storage_connection_string = SecretStr(AZURITE_CONNECTION_STRING)
             if self.sealing_key is None:
                 self.sealing_key = SecretStr(DEV_SEALING_KEY)
+            if self.webhook_secret is None:
+                self.webhook_secret = SecretStr(DEV_WEBHOOK_SECRET)
         else:
             if self.storage_connection_string is None and self.storage_account_url is None:
                 raise ValueError(
@@ -85,6 +114,10 @@ class CommonSettings(BaseSettings):
                 raise ValueError("AITRAINER_SEALING_KEY must be set outside dev")
             if self.sealing_key.get_secret_value() == DEV_SEALING_KEY:
                 raise ValueError("AITRAINER_SEALING_KEY is the published example key")
+            if self.webhook_secret is None:
+                raise ValueError("AITRAINER_WEBHOOK_SECRET must be set outside dev")
+            if self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
+                raise ValueError("AITRAINER_WEBHOOK_SECRET is the published dev secret")
         self.sealing_key_bytes()  # fail at startup, not at the first request
         return self
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from shared.connection_strings import connection_string_problem
 from shared.contract import MAX_EPOCHS, State, StatusResponse, TrainingRow, utcnow
 from shared.storage.artifacts import (
     ArtifactStore,
@@ -112,7 +113,7 @@ class Job:
         # Before claims had blobs of their own, one blob served every attempt.
         self.legacy_checkpoint_blob = resume + CHECKPOINT_BLOB
         self.delivery_prefix = delivery_prefix(row.profile_id, row.project_name, self.claim_token)
-        self.webhooks = webhook_sender(settings, row.webhook_url)
+        self.webhooks = webhook_sender(settings, row)
 
     @property
     def key(self) -> str:
@@ -233,6 +234,14 @@ class Job:
             concurrency=self.settings.download_concurrency,
         )
         started = time.monotonic()
+        if location.storage_type == "azure":  # the API checked it too; a queue is no border
+            problem = connection_string_problem(
+                self.secrets["azure_connection_string"],
+                allow_private=self.settings.datasets_may_be_private,
+                suffixes=self.settings.storage_suffixes,
+            )
+            if problem:
+                raise IngestError(problem)
         source = open_source(location, self.secrets, limits.concurrency)
         root, fetched = fetch(source, location.folder, location.zipped, workspace, limits)
         self.advance(
@@ -438,12 +447,11 @@ class Job:
         return self.finish(State.SUCCESS, message)
 
 
-def webhook_sender(settings: WorkerSettings, url: str | None) -> WebhookSender:
-    """One job's webhook deliveries, signed with the worker's secret."""
-    assert settings.webhook_secret is not None  # settings fill it in dev, require it else
+def webhook_sender(settings: WorkerSettings, row: TrainingRow) -> WebhookSender:
+    """One job's webhook deliveries, signed with its profile's own secret."""
     return WebhookSender(
-        url,
-        settings.webhook_secret.get_secret_value().encode(),
+        row.webhook_url,
+        settings.tenant_webhook_secret(row.profile_id).encode(),
         allow_private=settings.webhook_allow_private,
         timeout=settings.webhook_timeout_seconds,
         retries=settings.webhook_retries,

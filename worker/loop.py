@@ -390,7 +390,7 @@ class Worker:
 
     def _send(self, row: TrainingRow) -> None:
         """The state_changed event a running job sends, for a job no worker ran."""
-        sender = webhook_sender(self.settings, row.webhook_url)
+        sender = webhook_sender(self.settings, row)
         try:
             status = StatusResponse.from_row(row).model_dump(mode="json")
             sender.send("state_changed", row.events, status)

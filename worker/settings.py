@@ -7,9 +7,9 @@ import socket
 import tempfile
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field
 
-from shared.settings import DEV_WEBHOOK_SECRET, CommonSettings
+from shared.settings import CommonSettings
 from worker.engine.config import DEFAULT_CACHE_BYTES, PretrainedPolicy
 
 
@@ -33,7 +33,6 @@ class WorkerSettings(CommonSettings):
     pretrained: PretrainedPolicy = "fail"
     weights_dir: Path | None = None
     work_dir: Path = Field(default_factory=lambda: Path(tempfile.gettempdir()))
-    webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
     webhook_timeout_seconds: float = 10.0
     webhook_retries: int = 3
@@ -58,13 +57,3 @@ class WorkerSettings(CommonSettings):
     storage_retries: int = Field(
         default=6, ge=0, description="tries of a failed storage request, backing off from 1 s"
     )
-
-    @model_validator(mode="after")
-    def _webhook_secret(self) -> WorkerSettings:
-        if self.webhook_secret is None:
-            if self.env != "dev":
-                raise ValueError("AITRAINER_WEBHOOK_SECRET must be set outside dev")
-            self.webhook_secret = SecretStr(DEV_WEBHOOK_SECRET)
-        elif self.env != "dev" and self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
-            raise ValueError("AITRAINER_WEBHOOK_SECRET is the published dev secret")
-        return self

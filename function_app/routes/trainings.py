@@ -134,6 +134,11 @@ def _parse(settings: ApiSettings, body: bytes) -> StartTrainingRequest:
             "max_batch_size": settings.max_batch_size,
             "allow_private_webhooks": settings.webhook_allow_private,
             "webhook_resolve_seconds": settings.webhook_resolve_seconds,
+            "dataset_rules": {
+                "allow_private": settings.datasets_may_be_private,
+                "suffixes": settings.storage_suffixes,
+                "resolve_seconds": settings.webhook_resolve_seconds,
+            },
         },
     )
 

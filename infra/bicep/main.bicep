@@ -147,6 +147,8 @@ var apiSettings = union(
 var apiSecretSettings = {
   AITRAINER_API_TOKENS: secretNames.apiTokens
   AITRAINER_SEALING_KEY: secretNames.sealingKey
+  // The API derives each profile's webhook secret from it (GET /profiles/{id}/webhook-secret).
+  AITRAINER_WEBHOOK_SECRET: secretNames.webhookSecret
 }
 var workerSettings = union(commonSettings, {
   AITRAINER_MAX_WALL_SECONDS: string(maxWallSeconds)

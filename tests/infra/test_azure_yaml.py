@@ -86,6 +86,7 @@ def test_preprovision_generates_every_secret_the_parameters_file_asks_for() -> N
             env="prod",
             storage_account_url="https://st.{service}.core.windows.net",
             sealing_key=made["AITRAINER_SEALING_KEY"],
+            webhook_secret=made["AITRAINER_WEBHOOK_SECRET"],
         )
         assert len(settings.sealing_key_bytes()) == 32
         assert all(len(value) >= 32 for value in made.values())

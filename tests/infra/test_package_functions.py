@@ -86,6 +86,7 @@ def test_the_built_folder_imports_in_a_clean_interpreter_and_serves_through_the_
         # What the Bicep template gives the Function App: prod, identity, Key Vault secrets.
         "AITRAINER_API_TOKENS": "deployed-token",
         "AITRAINER_SEALING_KEY": base64.b64encode(os.urandom(32)).decode(),
+        "AITRAINER_WEBHOOK_SECRET": "webhook-master-secret-from-key-vault",
         "AITRAINER_STORAGE_ACCOUNT_URL": "https://aitrainerst.{service}.core.windows.net",
         "AITRAINER_WORKER_MODE": "on_demand",
         "PATH": "/usr/bin:/bin",

@@ -14,19 +14,24 @@ from shared.settings import CommonSettings
 from shared.storage.account import StorageAccount
 
 SEALING_KEY = base64.b64encode(os.urandom(32)).decode()
+HOOKS = "webhook-master-secret-from-key-vault"
 URL = "https://aitrainerst.{service}.core.windows.net"
 
 
 def test_prod_accepts_an_account_url_without_any_connection_string() -> None:
-    settings = CommonSettings(env="prod", storage_account_url=URL, sealing_key=SEALING_KEY)
+    settings = CommonSettings(
+        env="prod", storage_account_url=URL, sealing_key=SEALING_KEY, webhook_secret=HOOKS
+    )
     assert settings.storage_connection_string is None
     with pytest.raises(ValidationError, match="STORAGE_ACCOUNT_URL must be set"):
-        CommonSettings(env="prod", sealing_key=SEALING_KEY)
+        CommonSettings(env="prod", sealing_key=SEALING_KEY, webhook_secret=HOOKS)
 
 
 def test_an_account_url_builds_every_client_on_its_service_endpoint_with_the_identity() -> None:
     account = StorageAccount(
-        CommonSettings(env="prod", storage_account_url=URL, sealing_key=SEALING_KEY)
+        CommonSettings(
+            env="prod", storage_account_url=URL, sealing_key=SEALING_KEY, webhook_secret=HOOKS
+        )
     )
     assert account.table("trainings").url.startswith("https://aitrainerst.table.core.windows.net")
     assert account.queue("training-jobs").url == (

@@ -28,6 +28,7 @@ def prod(**values: object) -> ApiSettings:
         "env": "prod",
         "storage_connection_string": STORAGE,
         "sealing_key": REAL_KEY,
+        "webhook_secret": "a-real-webhook-secret-from-key-vault",
         "api_tokens": "s3cret-token",
     }
     return ApiSettings(**(base | values))  # type: ignore[arg-type]

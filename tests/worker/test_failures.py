@@ -345,3 +345,17 @@ def test_once_takes_one_job_and_exits(
         client.get(f"/statustraining/clinic/{n}").json()["result"] for n in ("first", "second")
     ]
     assert results == ["SUCCESS", "PENDING"]
+
+
+def test_the_worker_refuses_a_dataset_endpoint_into_our_network_that_reached_it(
+    client: httpx.Client, azurite: Azurite, dataset_container: Any, start_worker: Any
+) -> None:
+    # The API here is dev's (Azurite on loopback allowed); the worker has production's rule,
+    # as if a message had been queued without the API's check.
+    upload_azure(dataset_container, "teeth/", dataset_files())
+    body = azure_request(azurite, dataset_container.container_name, "teeth")
+    assert client.post("/starttraining/", json=body).status_code == 202
+    start_worker(DATASET_ALLOW_PRIVATE="false")
+    status = wait_for(client, "clinic", "teeth", timeout=60)
+    assert status["result"] == "FAILED"
+    assert status["message"] == "azure_connection_string: the blob endpoint must use https"

@@ -127,9 +127,13 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     ]
     assert [e["current_epoch"] for e in events if e["event"] == "epoch_completed"] == [1, 2]
     assert len({e["delivery_id"] for e in events}) == len(events)
+    # Signed with the profile's own secret: another profile's (or the master) cannot verify.
+    mine = client.get("/profiles/clinic/webhook-secret").json()["webhook_secret"].encode()
+    theirs = client.get("/profiles/alice/webhook-secret").json()["webhook_secret"].encode()
     for headers, raw in webhook.received:
-        assert verify(b"dev-webhook-secret", headers[SIGNATURE_HEADER], raw)
-        assert not verify(b"another-secret", headers[SIGNATURE_HEADER], raw)
+        assert verify(mine, headers[SIGNATURE_HEADER], raw)
+        assert not verify(theirs, headers[SIGNATURE_HEADER], raw)
+        assert not verify(b"dev-webhook-secret", headers[SIGNATURE_HEADER], raw)
 
     # What was delivered, and nothing secret anywhere.
     account = StorageAccount(settings)

@@ -36,6 +36,8 @@ class AzureSource:
                 connection_string,
                 retry_total=2,
                 connection_timeout=20,
+                # The endpoint was checked to be public; a redirect must not lead elsewhere.
+                permit_redirects=False,
                 transport=RequestsTransport(session=session, session_owner=True),
             )
         except ValueError as error:

@@ -1,0 +1,24 @@
+"""`GET /profiles/{profile_id}/webhook-secret`: the key a profile's webhooks are signed with."""
+
+from __future__ import annotations
+
+from shared.contract import WebhookSecretResponse
+
+from ..deps import ProfileDep, ServicesDep
+from ..errors import ERROR_RESPONSES
+from . import SeedRouter
+
+router = SeedRouter()
+
+
+@router.get(
+    "/profiles/{profile_id}/webhook-secret",
+    response_model=WebhookSecretResponse,
+    responses=ERROR_RESPONSES,
+)
+def webhook_secret(profile: ProfileDep, services: ServicesDep) -> WebhookSecretResponse:
+    """The profile's own signing secret (derived from the master; another profile's cannot
+    verify or forge these events). Answered to tokens allowed for the profile only."""
+    return WebhookSecretResponse(
+        profile_id=profile, webhook_secret=services.settings.tenant_webhook_secret(profile)
+    )
