@@ -14,10 +14,14 @@ import queue
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
+import certifi
+import urllib3
 
+from shared.addresses import is_public, resolve_host
 from shared.contract import webhook_url_problem
 
 log = logging.getLogger("aitrainer.webhooks")
@@ -89,49 +93,105 @@ class WebhookSender:
             self.thread.join(wait_seconds)
 
     def _deliver_all(self) -> None:
-        session = requests.Session()
         while (payload := self.pending.get()) is not _STOP:
-            self._deliver(session, payload)
+            self._deliver(payload)
 
-    def _deliver(self, session: requests.Session, payload: dict[str, Any]) -> None:
+    def _deliver(self, payload: dict[str, Any]) -> None:
         assert self.url is not None
-        # Resolve again at each delivery: a name that turned private since the request is refused.
-        # The worker waits as long for the name as for the delivery (the API's 5 s bound is
-        # for a request a client waits on).
-        problem = webhook_url_problem(
-            self.url, allow_private=self.allow_private, resolve_seconds=self.timeout
-        )
-        if problem:
+        # Resolve again at each delivery (a name that turned private since the request is
+        # refused) and connect to the very address checked: no second lookup that a
+        # rebinding DNS could answer differently. The worker waits as long for the name as
+        # for the delivery (the API's 5 s bound is for a request a client waits on).
+        target = pinned_target(self.url, self.allow_private, self.timeout)
+        if isinstance(target, str):
             log.warning(
-                "webhook %s #%d not sent: %s", payload["event"], payload["sequence"], problem
+                "webhook %s #%d not sent: %s", payload["event"], payload["sequence"], target
             )
             return
         body = json.dumps(payload).encode()
-        for attempt in range(1, self.retries + 2):
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign(self.secret, int(time.time()), body),
-                "User-Agent": "AITrainer-Webhooks/1",
-            }
-            try:
-                response = session.post(
-                    self.url,
-                    data=body,
-                    headers=headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
-                )
-                if response.status_code < 300:
-                    return
-                reason = f"HTTP {response.status_code}"
-            except requests.RequestException as error:
-                reason = type(error).__name__
-            if attempt <= self.retries:
-                time.sleep(min(2 ** (attempt - 1), 30))
-        log.warning(
-            "webhook %s #%d to the job's URL failed after %d tries: %s",
-            payload["event"],
-            payload["sequence"],
-            self.retries + 1,
-            reason,
-        )
+        with target.pool() as pool:
+            for attempt in range(1, self.retries + 2):
+                headers = {
+                    "Host": target.host_header,
+                    "Content-Type": "application/json",
+                    SIGNATURE_HEADER: sign(self.secret, int(time.time()), body),
+                    "User-Agent": "AITrainer-Webhooks/1",
+                }
+                try:
+                    response = pool.urlopen(
+                        "POST",
+                        target.path,
+                        body=body,
+                        headers=headers,
+                        timeout=urllib3.Timeout(self.timeout),
+                        redirect=False,
+                        retries=False,
+                    )
+                    if response.status < 300:
+                        return
+                    reason = f"HTTP {response.status}"
+                except urllib3.exceptions.HTTPError as error:
+                    reason = type(error).__name__
+                if attempt <= self.retries:
+                    time.sleep(min(2 ** (attempt - 1), 30))
+            log.warning(
+                "webhook %s #%d to the job's URL failed after %d tries: %s",
+                payload["event"],
+                payload["sequence"],
+                self.retries + 1,
+                reason,
+            )
+
+
+@dataclass(frozen=True)
+class PinnedTarget:
+    """A webhook URL bound to the one address that was checked for it."""
+
+    scheme: str
+    host: str
+    port: int
+    address: str
+    path: str
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    def pool(self) -> urllib3.HTTPConnectionPool:
+        """Connections to `address`; TLS still verifies the certificate for `host` (SNI)."""
+        if self.scheme == "https":
+            return urllib3.HTTPSConnectionPool(
+                self.address,
+                self.port,
+                server_hostname=self.host,
+                assert_hostname=self.host,
+                cert_reqs="CERT_REQUIRED",
+                ca_certs=certifi.where(),
+                maxsize=1,
+            )
+        return urllib3.HTTPConnectionPool(self.address, self.port, maxsize=1)
+
+
+def pinned_target(url: str, allow_private: bool, timeout: float) -> PinnedTarget | str:
+    """Where to send a delivery for `url`, or why not (the URL's rules, its name's addresses)."""
+    problem = webhook_url_problem(url, allow_private=True)  # the URL's own shape only
+    if problem:
+        return problem
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not allow_private and parts.scheme != "https":
+        return "webhook_url must use https"
+    try:
+        addresses = resolve_host(parts.hostname, port, timeout)
+    except TimeoutError:
+        return f"webhook_url host '{parts.hostname}' did not resolve within {timeout:g} s"
+    except (OSError, UnicodeError):
+        return f"webhook_url host '{parts.hostname}' does not resolve"
+    if not addresses:
+        return f"webhook_url host '{parts.hostname}' does not resolve"
+    if not allow_private and not all(is_public(address) for address in addresses):
+        return f"webhook_url host '{parts.hostname}' resolves to a non-public address"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return PinnedTarget(parts.scheme, parts.hostname, port, addresses[0], path)
