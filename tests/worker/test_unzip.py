@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.ingest.source import IngestError
-from worker.ingest.unzip import ZipLimits, extract
+from worker.ingest.source import DiskFull, IngestError
+from worker.ingest.unzip import ZipLimits, entry_count, extract
 
 LIMITS = ZipLimits(max_bytes=10 << 20, max_files=100, max_ratio=100)
 
@@ -73,3 +73,34 @@ def test_a_file_that_is_not_a_zip_is_refused(tmp_path: Path) -> None:
     path.write_bytes(b"PK not really")
     with pytest.raises(IngestError, match="not a valid zip file"):
         extract(path, tmp_path / "out", LIMITS)
+
+
+def test_many_entries_just_under_the_per_entry_floor_are_refused_by_the_overall_ratio(
+    tmp_path: Path,
+) -> None:
+    zeros = bytes((1 << 20) - 1)  # each below the size the per-entry ratio judges
+    path = archive(tmp_path, [(f"set/a/{n}.png", zeros) for n in range(9)])
+    with pytest.raises(IngestError, match="expands more than 100 times its size"):
+        extract(path, tmp_path / "out", LIMITS)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+
+
+def test_the_entry_count_is_read_before_the_entry_list(tmp_path: Path) -> None:
+    path = archive(tmp_path, [(f"set/a/{n}.png", b"x") for n in range(250)])
+    assert entry_count(path) == 250
+    with pytest.raises(IngestError, match="has 250 entries; the limit is 100 files"):
+        extract(path, tmp_path / "out", LIMITS)
+
+
+def test_a_zip_bigger_than_the_free_disk_is_the_workers_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    path = archive(tmp_path, [("set/a/1.png", b"x" * 1000), ("set/b/2.png", b"y" * 1000)])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(10**9, 10**9 - 500, 500))
+    with pytest.raises(DiskFull, match="has 500 bytes free, the dataset needs 2000"):
+        extract(path, tmp_path / "out", LIMITS)
+    assert not isinstance(DiskFull(1, 0), IngestError)  # retried, not failed as the user's fault

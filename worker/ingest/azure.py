@@ -80,9 +80,11 @@ class AzureSource:
             ]
         )
 
-    def download(self, name: str, path: Path) -> None:
+    def download(self, name: str, path: Path, size: int) -> None:
         def fetch() -> None:
             with path.open("wb") as handle:
-                self.client.download_blob(name, max_concurrency=2).readinto(handle)
+                if size > 0:  # a range of the listed size: a blob that grew stops there
+                    blob = self.client.download_blob(name, offset=0, length=size, max_concurrency=2)
+                    blob.readinto(handle)
 
         self._call(fetch)

@@ -110,7 +110,7 @@ def fetch(
         archive_item = _find_zip(source, folder)
         _check_size(archive_item.size, 1, limits)
         archive = dest / "dataset.zip"
-        source.download(archive_item.name, archive)
+        source.download(archive_item.name, archive, archive_item.size)
         try:
             extract(
                 archive, data, ZipLimits(limits.max_bytes, limits.max_files, limits.max_zip_ratio)
@@ -126,8 +126,10 @@ def fetch(
             raise IngestError(f"{where} of {source.description} is empty or does not exist")
         fetched = sum(item.size for item in items)
         _check_size(fetched, len(items), limits)
-        targets = [(item.name, _local_path(data, item.name[len(prefix) :])) for item in items]
-        for _, path in targets:
+        targets = [
+            (item.name, _local_path(data, item.name[len(prefix) :]), item.size) for item in items
+        ]
+        for _, path, _ in targets:
             path.parent.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max(1, limits.concurrency)) as pool:
             # list() re-raises the first download error here, in this thread.

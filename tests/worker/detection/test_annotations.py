@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +462,40 @@ def test_malformed_data_yaml_names_the_file(tmp_path: Path) -> None:
     write_detection_dataset(tmp_path, "yolo", images=6)
     (tmp_path / "data.yaml").write_text("names: [square, bar\n")
     with pytest.raises(DatasetError, match=r"data\.yaml is not valid YAML: .* at line 2"):
+        load_detection_dataset(tmp_path)
+
+
+BILLION_LAUGHS = "\n".join(
+    ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]" for i in range(8)]
+    + ["names: *i"]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        (BILLION_LAUGHS, "aliases .* are not allowed"),  # 10^9 names if expanded
+        ("names: [square, [bar, baz]]", "every class name in 'names' must be text"),
+        ("names: {0: square, 1: {nested: map}}", "every class name in 'names' must be text"),
+        ("names: [square, null]", "every class name in 'names' must be text"),
+    ],
+)
+def test_a_hostile_data_yaml_fails_fast_naming_the_rule(
+    tmp_path: Path, text: str, rule: str
+) -> None:
+    write_detection_dataset(tmp_path, "yolo", images=6)
+    (tmp_path / "data.yaml").write_text(text)
+    began = time.monotonic()
+    with pytest.raises(DatasetError, match=rule):
+        load_detection_dataset(tmp_path)
+    assert time.monotonic() - began < 1  # nothing was expanded
+
+
+def test_a_data_yaml_bigger_than_any_names_file_is_refused(tmp_path: Path) -> None:
+    write_detection_dataset(tmp_path, "yolo", images=6)
+    (tmp_path / "data.yaml").write_text("names: [square, bar]\n" + "# padding\n" * 200_000)
+    with pytest.raises(DatasetError, match=r"data\.yaml is \d+ bytes; class names fit in"):
         load_detection_dataset(tmp_path)
 
 

@@ -30,6 +30,8 @@ from worker.detection.annotations.common import (
 
 NAMES_YAML = ("data.yaml", "data.yml")
 NAMES_TXT = "classes.txt"
+# data.yaml holds class names and paths: a few KiB. Bigger is not a names file.
+MAX_NAMES_BYTES = 1 << 20
 
 
 def parse(layout: Layout) -> ParsedSets:
@@ -79,6 +81,10 @@ def _class_names(layout: Layout) -> tuple[tuple[str, ...], str]:
 
 def _read_names(root: Path, path: Path) -> tuple[str, ...]:
     name = relative(path, root)
+    size = path.stat().st_size
+    require(
+        size <= MAX_NAMES_BYTES, f"{name} is {size} bytes; class names fit in {MAX_NAMES_BYTES}"
+    )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -86,7 +92,7 @@ def _read_names(root: Path, path: Path) -> tuple[str, ...]:
     if path.suffix.lower() == ".txt":
         return _unique(name, tuple(line.strip() for line in text.splitlines() if line.strip()))
     try:
-        doc: Any = yaml.safe_load(text)
+        doc: Any = yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as error:
         raise DatasetError(f"{name} is not valid YAML: {_yaml_problem(error)}") from None
     require(isinstance(doc, dict) and "names" in doc, f"{name} has no 'names:' list")
@@ -97,10 +103,16 @@ def _read_names(root: Path, path: Path) -> tuple[str, ...]:
             set(ids) == set(range(len(raw))),
             f"{name}: 'names' ids must be 0 to {len(raw) - 1} (got {', '.join(map(str, ids))})",
         )
-        names = tuple(str(raw[i]).strip() for i in range(len(raw)))
+        values = [raw[i] for i in range(len(raw))]
     else:
         require(isinstance(raw, list), f"{name}: 'names' must be a list or an {{id: name}} map")
-        names = tuple(str(item).strip() for item in raw)
+        values = list(raw)
+    # Scalars only: a nested list or map would become its Python text as a class name.
+    require(
+        all(isinstance(value, str | int) and not isinstance(value, bool) for value in values),
+        f"{name}: every class name in 'names' must be text",
+    )
+    names = tuple(str(value).strip() for value in values)
     count = doc.get("nc")
     require(
         count is None or count == len(names),
@@ -108,6 +120,19 @@ def _read_names(root: Path, path: Path) -> tuple[str, ...]:
     )
     require(all(names), f"{name}: 'names' has an empty name")
     return _unique(name, names)
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without anchors' aliases: a few lines of nested aliases expand to billions
+    of nodes (a "billion laughs"), and class names never need them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed here", event.start_mark
+            )
+        return super().compose_node(parent, index)
 
 
 def _unique(file_name: str, names: tuple[str, ...]) -> tuple[str, ...]:
