@@ -6,31 +6,16 @@ from datetime import timedelta
 
 import pytest
 
-from shared.contract import DatasetLocation, TrainingParams, TrainingRow, utcnow
+from shared.contract import TrainingRow, utcnow
 from shared.storage.workers import WorkerInfo
+from tests.shared.test_storage import new_row
 from worker.claim import Verdict, claim, verdict
 
 LEASE = 300
 
 
 def row(**fields: object) -> TrainingRow:
-    base = TrainingRow(
-        profile_id="clinic",
-        project_name="teeth",
-        params=TrainingParams(
-            epochs=3,
-            learning_rate=0.1,
-            image_size=32,
-            batch_size=8,
-            step_size=1,
-            gamma=0.5,
-            export=["onnx"],
-            model_type="classification",
-            architecture="resnet18",
-        ),
-        dataset=DatasetLocation(storage_type="azure", container="c", folder="f", zipped=False),
-    )
-    return base.model_copy(update=fields)
+    return new_row().model_copy(update={"profile_id": "clinic", **fields})
 
 
 def beat(seconds_ago: float, job: str | None = "clinic/teeth") -> WorkerInfo:
