@@ -24,23 +24,26 @@ def beat(seconds_ago: float, job: str | None = "clinic/teeth") -> WorkerInfo:
     )
 
 
+# (seconds since the holder's beat, the job it names); built when the test runs, not at
+# collection: a heartbeat made then would be stale by the time a long suite gets here.
 @pytest.mark.parametrize(
     ("holder", "heartbeat", "expected"),
     [
         (None, None, Verdict.CLAIM),  # nobody holds it
-        ("b", beat(1), Verdict.CLAIM),  # a row naming me: an earlier life of mine
+        ("b", (1, "clinic/teeth"), Verdict.CLAIM),  # a row naming me: an earlier life of mine
         ("a", None, Verdict.CLAIM),  # the holder stopped cleanly (no heartbeat row)
-        ("a", beat(LEASE + 1), Verdict.CLAIM),  # the holder's heartbeat is stale
-        ("a", beat(1, job=None), Verdict.CLAIM),  # alive, but it left this job
-        ("a", beat(1, job="clinic/other"), Verdict.CLAIM),
-        ("a", beat(1), Verdict.DUPLICATE),  # alive on it, under another message
+        ("a", (LEASE + 1, "clinic/teeth"), Verdict.CLAIM),  # the holder's heartbeat is stale
+        ("a", (1, None), Verdict.CLAIM),  # alive, but it left this job
+        ("a", (1, "clinic/other"), Verdict.CLAIM),
+        ("a", (1, "clinic/teeth"), Verdict.DUPLICATE),  # alive on it, under another message
     ],
 )
 def test_a_job_is_taken_only_from_a_holder_that_is_gone(
-    holder: str | None, heartbeat: WorkerInfo | None, expected: Verdict
+    holder: str | None, heartbeat: tuple[float, str | None] | None, expected: Verdict
 ) -> None:
     held = row(worker_id=holder, message_id="m1")
-    assert verdict(held, heartbeat, "b", "m2", LEASE) == expected
+    info = beat(*heartbeat) if heartbeat else None
+    assert verdict(held, info, "b", "m2", LEASE) == expected
 
 
 def test_the_holders_own_message_is_put_back_not_dropped() -> None:
