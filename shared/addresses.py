@@ -50,15 +50,31 @@ def public_host_problem(
 ) -> str | None:
     """Why `host` may not be contacted for `field` (it resolves late, not at all, or to a
     non-public address), or None when every address it resolves to is public."""
+    found = checked_addresses(field, host, port, resolve_seconds, resolve)
+    return found if isinstance(found, str) else None
+
+
+def checked_addresses(
+    field: str,
+    host: str,
+    port: int,
+    resolve_seconds: float = RESOLVE_SECONDS,
+    resolve: Resolver | None = None,
+    *,
+    allow_private: bool = False,
+) -> list[str] | str:
+    """The addresses `host` resolves to, every one public unless `allow_private`; or why
+    `host` may not be contacted for `field`. A caller that connects uses these very
+    addresses, so no second lookup can answer differently."""
     try:
         addresses = (resolve or resolve_host)(host, port, resolve_seconds)
     except TimeoutError:
         return f"{field} host '{host}' did not resolve within {resolve_seconds:g} s"
     except (OSError, UnicodeError):
         return f"{field} host '{host}' does not resolve"
-    if not addresses or not all(is_public(address) for address in addresses):
+    if not allow_private and (not addresses or not all(map(is_public, addresses))):
         return f"{field} host '{host}' resolves to a non-public address"
-    return None
+    return addresses
 
 
 def resolve_host(host: str, port: int, timeout: float) -> list[str]:

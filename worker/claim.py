@@ -60,7 +60,8 @@ def verdict(
         return Verdict.CLAIM
     if not holder_alive(row, holder, lease_seconds, now or utcnow()):
         return Verdict.CLAIM
-    return Verdict.WAIT if row.message_id == message_id else Verdict.DUPLICATE
+    # A row from before claims named no message: its live holder may run this very copy.
+    return Verdict.WAIT if row.message_id in (None, message_id) else Verdict.DUPLICATE
 
 
 def claim(row: TrainingRow, me: str, message_id: str) -> None:

@@ -258,15 +258,7 @@ class Worker:
             holder = None
             if row.worker_id not in (None, self.id):
                 holder = self.workers.get(row.worker_id)
-            # A row from before claims named their message: its holder's copy is this one.
-            running_under = row.message_id or message_id
-            found = verdict(
-                row.model_copy(update={"message_id": running_under}),
-                holder,
-                self.id,
-                message_id,
-                self.settings.lease_seconds,
-            )
+            found = verdict(row, holder, self.id, message_id, self.settings.lease_seconds)
             if found != Verdict.CLAIM:
                 raise HeldElsewhere(found, str(row.worker_id))
             claim(row, self.id, message_id)

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import certifi
 import urllib3
 
-from shared.addresses import is_public, resolve_host
+from shared.addresses import checked_addresses, resolve_host
 from shared.contract import webhook_url_problem
 
 log = logging.getLogger("aitrainer.webhooks")
@@ -183,15 +183,13 @@ def pinned_target(url: str, allow_private: bool, timeout: float) -> PinnedTarget
     port = parts.port or (443 if parts.scheme == "https" else 80)
     if not allow_private and parts.scheme != "https":
         return "webhook_url must use https"
-    try:
-        addresses = resolve_host(parts.hostname, port, timeout)
-    except TimeoutError:
-        return f"webhook_url host '{parts.hostname}' did not resolve within {timeout:g} s"
-    except (OSError, UnicodeError):
-        return f"webhook_url host '{parts.hostname}' does not resolve"
+    # resolve_host looked up here, at call time: tests answer for made-up names through it.
+    addresses = checked_addresses(
+        "webhook_url", parts.hostname, port, timeout, resolve_host, allow_private=allow_private
+    )
+    if isinstance(addresses, str):
+        return addresses
     if not addresses:
         return f"webhook_url host '{parts.hostname}' does not resolve"
-    if not allow_private and not all(is_public(address) for address in addresses):
-        return f"webhook_url host '{parts.hostname}' resolves to a non-public address"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     return PinnedTarget(parts.scheme, parts.hostname, port, addresses[0], path)

@@ -49,6 +49,8 @@ def test_a_job_is_taken_only_from_a_holder_that_is_gone(
 def test_the_holders_own_message_is_put_back_not_dropped() -> None:
     # The holder lost this message's lease; it leaves at its next step, then the job moves.
     assert verdict(row(worker_id="a", message_id="m1"), beat(1), "b", "m1", LEASE) == Verdict.WAIT
+    # A row from before claims named no message: its live holder may be running this copy.
+    assert verdict(row(worker_id="a"), beat(1), "b", "m1", LEASE) == Verdict.WAIT
 
 
 def test_a_takeover_after_progress_costs_no_attempt() -> None:
