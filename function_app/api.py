@@ -7,6 +7,8 @@ The routes live in `routes/` (one module per resource), their dependencies in `d
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from .errors import add_handlers
@@ -31,4 +33,16 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(trainings.router)
     app.include_router(profiles.router)
+    app.openapi = lambda: _schema_with_settings(app, settings)  # type: ignore[method-assign]
     return app
+
+
+def _schema_with_settings(app: FastAPI, settings: ApiSettings) -> dict[str, Any]:
+    """The OpenAPI schema, stating the limits this deployment's settings set."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = FastAPI.openapi(app)  # builds it once and keeps it in app.openapi_schema
+    start = schema["paths"]["/starttraining/"]["post"]["requestBody"]["content"]
+    fields = start["application/json"]["schema"]["properties"]
+    fields["batch_size"]["maximum"] = settings.max_batch_size
+    return schema

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
+
+from shared.contract import identifier_problem
 
 
 @dataclass(frozen=True)
@@ -16,16 +19,28 @@ class Grant:
     def allows(self, profile_id: str) -> bool:
         return self.profiles is None or profile_id in self.profiles
 
+    @property
+    def fingerprint(self) -> str:
+        """Names the token in rows and tables without revealing it (not reversible)."""
+        return hashlib.sha256(b"aitrainer-token:" + self.token).hexdigest()[:32]
+
 
 def parse_tokens(value: str) -> list[Grant]:
-    """Parse `AITRAINER_API_TOKENS`: comma-separated `token` or `token=profile|profile`."""
+    """Parse `AITRAINER_API_TOKENS`: comma-separated `token` or `token=profile|profile`.
+
+    An item splits at its last `=` only when a valid profile list follows, so a base64
+    token ending in `=` (or `==`) stays whole.
+    """
     grants = []
     for item in value.split(","):
-        token, _, profiles = item.strip().partition("=")
-        if not token:
-            continue
-        limited = frozenset(p.strip() for p in profiles.split("|") if p.strip()) or None
-        grants.append(Grant(token.encode(), limited))
+        item = item.strip()
+        token, _, listed = item.rpartition("=")
+        token = token.strip()  # a presented token never carries spaces at its ends
+        profiles = [part.strip() for part in listed.split("|")]
+        if token and all(part and identifier_problem(part) is None for part in profiles):
+            grants.append(Grant(token.encode(), frozenset(profiles)))
+        elif item:
+            grants.append(Grant(item.encode(), None))
     return grants
 
 

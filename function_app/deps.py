@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, NamedTuple
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 
-from shared.contract import TrainingRow, identifier_problem
+from shared.contract import IDENTIFIER_SCHEMA, TrainingRow, identifier_problem
 
 from .auth import Grant, matching_grant
 from .errors import ApiError, not_found
@@ -59,13 +59,19 @@ def _require_identifiers(grant: Grant, profile_id: str, project_name: str | None
         raise not_found(profile_id, project_name)
 
 
-def visible_profile(profile_id: str, grant: GrantDep) -> str:
+# The schema states the identifier rule; the check (400 naming the rule) is ours, below.
+IdentifierPath = Annotated[str, Path(json_schema_extra=IDENTIFIER_SCHEMA)]
+
+
+def visible_profile(profile_id: IdentifierPath, grant: GrantDep) -> str:
     """The path's profile_id, once valid and visible to the token."""
     _require_identifiers(grant, profile_id, None)
     return profile_id
 
 
-def visible_training(profile_id: str, project_name: str, grant: GrantDep) -> TrainingKey:
+def visible_training(
+    profile_id: IdentifierPath, project_name: IdentifierPath, grant: GrantDep
+) -> TrainingKey:
     """The path's profile_id and project_name, once valid and visible to the token."""
     _require_identifiers(grant, profile_id, project_name)
     return TrainingKey(profile_id, project_name)

@@ -41,6 +41,16 @@ def is_public(address: str) -> bool:
     return ip.is_global
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address (the dev stack: Azurite, plain http)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def public_host_problem(
     field: str,
     host: str,

@@ -87,6 +87,17 @@ IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9 _.@-]{1,256}")
 IDENTIFIER_RULE = (
     "1 to 256 letters, digits, spaces or - _ . @, not starting or ending with a space or a dot"
 )
+# The same rule in JSON Schema, so generated clients and fuzzers send what we accept.
+IDENTIFIER_SCHEMA: dict[str, Any] = {
+    "pattern": r"^[A-Za-z0-9_@-](?:[A-Za-z0-9 _.@-]{0,254}[A-Za-z0-9_@-])?$",
+    "minLength": 1,
+    "maxLength": 256,
+}
+# A folder: `/`-separated segments, none empty, `.` or `..` (the empty folder: the root).
+FOLDER_SCHEMA: dict[str, Any] = {
+    "pattern": r"^(?!\s)(?:(?!\.\.?(?:/|$))[^/]+(?:/(?!\.\.?(?:/|$))[^/]+)*)?(?<!\s)$",
+    "maxLength": 1024,
+}
 
 
 class State(StrEnum):
@@ -172,6 +183,24 @@ def dataset_uri(storage_type: str, container: str, folder: str) -> str:
     return f"{scheme}://{container}/{folder}"
 
 
+_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "azure": ("azure_connection_string",),
+    "aws": ("aws_access_key_id", "aws_secret_access_key"),
+}
+
+
+def _required_for(storage_type: str) -> dict[str, Any]:
+    """JSON Schema: this storage type's credentials are present and not blank."""
+    names = _CREDENTIALS[storage_type]
+    return {
+        "if": {"properties": {"storage_type": {"const": storage_type}}},
+        "then": {
+            "required": list(names),
+            "properties": {name: {"type": "string", "pattern": r"\S"} for name in names},
+        },
+    }
+
+
 class StartTrainingRequest(BaseModel):
     """POST /starttraining/ body: the seed's fields plus architecture and AWS extras.
 
@@ -179,29 +208,79 @@ class StartTrainingRequest(BaseModel):
     ``webhook_resolve_seconds`` (float).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        hide_input_in_errors=True,
+        json_schema_extra={"allOf": [_required_for("azure"), _required_for("aws")]},
+    )
 
-    profile_id: str
-    project_name: str
-    webhook_url: str | None = None
-    epochs: int = DEFAULT_EPOCHS
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    image_size: int = DEFAULT_IMAGE_SIZE
-    batch_size: int = DEFAULT_BATCH_SIZE
-    step_size: int = DEFAULT_STEP_SIZE
-    gamma: float = DEFAULT_GAMMA
-    export: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPORT))
+    profile_id: str = Field(json_schema_extra=IDENTIFIER_SCHEMA)
+    project_name: str = Field(json_schema_extra=IDENTIFIER_SCHEMA)
+    webhook_url: str | None = Field(
+        default=None,
+        description="absolute http(s) URL without user or password; outside dev https, "
+        "its host resolving (within seconds) to public addresses only",
+        json_schema_extra={"pattern": r"^(?:$|[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+)"},
+    )
+    epochs: int = Field(
+        default=DEFAULT_EPOCHS, json_schema_extra={"minimum": MIN_EPOCHS, "maximum": MAX_EPOCHS}
+    )
+    learning_rate: float = Field(
+        default=DEFAULT_LEARNING_RATE,
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_LEARNING_RATE},
+    )
+    image_size: int = Field(
+        default=DEFAULT_IMAGE_SIZE,
+        json_schema_extra={"minimum": MIN_IMAGE_SIZE, "maximum": MAX_IMAGE_SIZE},
+    )
+    # The maximum is a deployment setting: the API's schema states the one it runs with.
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE,
+        description=f"at least {MIN_DETECTION_BATCH_SIZE} for detection",
+        json_schema_extra={"minimum": MIN_BATCH_SIZE, "maximum": DEFAULT_MAX_BATCH_SIZE},
+    )
+    step_size: int = Field(default=DEFAULT_STEP_SIZE, json_schema_extra={"minimum": MIN_STEP_SIZE})
+    gamma: float = Field(
+        default=DEFAULT_GAMMA, json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_GAMMA}
+    )
+    export: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXPORT),
+        description="for detection: " + ", ".join(DETECTION_EXPORT_FORMATS),
+        json_schema_extra={"items": {"enum": list(EXPORT_FORMATS)}, "minItems": 1},
+    )
     model_type: Literal["classification", "detection"]
-    architecture: str | None = None
+    architecture: str | None = Field(
+        default=None,
+        description="classification: "
+        + ", ".join(CLASSIFICATION_ARCHITECTURES)
+        + "; detection: "
+        + ", ".join(DETECTION_ARCHITECTURES)
+        + "; empty or absent: the first",
+        json_schema_extra={
+            "anyOf": [
+                {"enum": ["", *CLASSIFICATION_ARCHITECTURES, *DETECTION_ARCHITECTURES]},
+                {"type": "null"},
+            ]
+        },
+    )
     augmentation: Augmentation = DEFAULT_AUGMENTATION
     horizontal_flip: bool = True
     storage_type: Literal["aws", "azure"]
-    container: str
-    folder: str
+    container: str = Field(
+        json_schema_extra={"pattern": r"^[^/]*[^/\s][^/]*$", "maxLength": 255},
+    )
+    folder: str = Field(json_schema_extra=FOLDER_SCHEMA)
     zipped: bool
-    azure_connection_string: SecretStr | None = None
-    aws_access_key_id: SecretStr | None = None
-    aws_secret_access_key: SecretStr | None = None
+    azure_connection_string: SecretStr | None = Field(
+        default=None, description="required when storage_type is azure"
+    )
+    aws_access_key_id: SecretStr | None = Field(
+        default=None, description="required when storage_type is aws"
+    )
+    aws_secret_access_key: SecretStr | None = Field(
+        default=None, description="required when storage_type is aws"
+    )
     aws_session_token: SecretStr | None = None
     aws_region: str | None = None
 
@@ -339,7 +418,7 @@ class StartTrainingRequest(BaseModel):
             self.aws_access_key_id = self.aws_secret_access_key = self.aws_session_token = None
             self.aws_region = None
         else:
-            for name in ("aws_access_key_id", "aws_secret_access_key"):
+            for name in _CREDENTIALS["aws"]:
                 if getattr(self, name) is None:
                     raise _fail("credentials", f"{name} is required when storage_type is 'aws'")
             self.azure_connection_string = None
@@ -504,6 +583,9 @@ class TrainingRow(BaseModel):
     # message sends the webhook a running job would have sent.
     event_pending: bool = False
     cancel_requested: bool = False
+    # DELETE marks the row before it removes any file; a marked row names no files and a
+    # repeated DELETE finishes what an interrupted one began.
+    deleting: bool = False
     events: int = Field(default=0, description="webhook events so far: the next sequence - 1")
     last_error: str | None = None
     exports: dict[str, str] = Field(default_factory=dict, description="format → blob name")

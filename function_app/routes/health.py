@@ -37,7 +37,9 @@ def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
     """Ok when the table and queue answer and a worker heartbeat is fresh.
 
     With `AITRAINER_WORKER_MODE=on_demand` workers start per queued job, so zero online
-    workers is the idle state and the answer is Ok as long as storage answers.
+    workers is the idle state and the answer is Ok as long as storage answers. Worker and
+    queue counts are the whole service's: a token limited to some profiles gets the verdict
+    without them (other tenants' load is not theirs to see).
     """
     try:
         workers = services.workers.online(services.settings.worker_fresh_seconds)
@@ -46,8 +48,10 @@ def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
         log.warning("checkserver: storage error %s", type(error).__name__)
         return _answer("Failed", STORAGE_DOWN, 503)
     counts = f"{_count(len(workers), 'worker')} online, {_count(waiting, 'job')} waiting"
+    if grant.profiles is not None:
+        counts = "workers online" if workers else ""
     if services.settings.worker_mode == "on_demand":
-        return _answer("Ok", f"{counts}; workers start on demand")
+        return _answer("Ok", "; ".join(filter(None, (counts, "workers start on demand"))))
     if workers:
         return _answer("Ok", counts)
-    return _answer("Failed", f"no worker online; {counts}", 503)
+    return _answer("Failed", "; ".join(filter(None, ("no worker online", counts))), 503)

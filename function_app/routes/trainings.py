@@ -208,22 +208,31 @@ def list_trainings(profile: ProfileDep, services: ServicesDep) -> TrainingList:
     responses=ERROR_RESPONSES,
 )
 def delete_training(stored: StoredTrainingDep, services: ServicesDep) -> DeleteTrainingResponse:
-    """Remove a finished training and its files, so its name can be used again."""
-    row = stored.row
+    """Remove a finished training and its files, so its name can be used again.
+
+    The row is marked first (it then names no files), so a conflict or a crash part-way
+    never leaves a row pointing at deleted files; a repeated DELETE completes it.
+    """
+    row, etag = stored
     if not row.state.finished:
         raise ApiError(
             409,
             f"training '{row.project_name}' is {row.state.value}; cancel it or wait until it "
             "ends before deleting it",
         )
-    removed = sum(
-        services.artifacts.delete_prefix(prefix(row.profile_id, row.project_name))
-        for prefix in (training_prefix, resume_prefix)
-    )
     try:
-        services.jobs.delete(row.profile_id, row.project_name, stored.etag)
+        if not row.deleting:
+            row.deleting, row.message, row.exports, row.files = True, "being deleted", {}, {}
+            etag = services.jobs.update(row, etag)
+        removed = sum(
+            services.artifacts.delete_prefix(prefix(row.profile_id, row.project_name))
+            for prefix in (training_prefix, resume_prefix)
+        )
+        services.jobs.delete(row.profile_id, row.project_name, etag)
     except StaleRow as error:
         raise ApiError(409, f"training '{row.project_name}' changed; try again") from error
+    except TrainingNotFound as error:  # a concurrent DELETE removed it first
+        raise not_found(row.profile_id, row.project_name) from error
     log.info("training %s/%s deleted with %d files", row.profile_id, row.project_name, removed)
     return DeleteTrainingResponse(
         message=f"training '{row.project_name}' deleted ({removed} files)"

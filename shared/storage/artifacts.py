@@ -6,7 +6,7 @@ import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.blob import (
@@ -16,6 +16,8 @@ from azure.storage.blob import (
     UserDelegationKey,
     generate_blob_sas,
 )
+
+from shared.addresses import is_loopback
 
 # Clock skew between us and Storage: a SAS starts a little in the past.
 _SAS_SKEW = timedelta(minutes=5)
@@ -72,6 +74,7 @@ class ArtifactStore:
             expiry,
             account_key=account_key,
             user_delegation_key=delegation,
+            https_only=not is_loopback(urlsplit(self.client.url).hostname or ""),
         )
         return f"{self.client.url}/{quote(blob_name)}?{sas}"
 
@@ -124,8 +127,13 @@ def blob_sas(
     *,
     account_key: str | None = None,
     user_delegation_key: UserDelegationKey | None = None,
+    https_only: bool = True,
 ) -> str:
-    """The query string of a read-only SAS for one blob (HTTPS-only outside loopback)."""
+    """The query string of a read-only SAS for one blob.
+
+    `https_only` signs `spr=https`: Storage refuses the URL over plain http, so a model
+    never travels unencrypted. Only Azurite on loopback (plain http) signs without it.
+    """
     return generate_blob_sas(
         account_name,
         container,
@@ -135,4 +143,5 @@ def blob_sas(
         permission=BlobSasPermissions(read=True),
         start=now - _SAS_SKEW,
         expiry=expiry,
+        protocol="https" if https_only else None,
     )

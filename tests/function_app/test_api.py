@@ -10,7 +10,7 @@ import pytest
 
 from dev.stack import ApiServer, Azurite, free_port
 from function_app.api import ApiSettings, create_app
-from shared.contract import JobMessage, State
+from shared.contract import IDENTIFIER_SCHEMA, JobMessage, State
 from shared.storage.account import StorageAccount
 from shared.storage.jobs import JobsTable
 from shared.storage.queue import JobQueue
@@ -81,7 +81,19 @@ def test_docs_and_openapi_need_no_token(api_url: str) -> None:
     ):
         assert path in spec["paths"]
     request_schema = spec["paths"]["/starttraining/"]["post"]["requestBody"]["content"]
-    assert "epochs" in request_schema["application/json"]["schema"]["properties"]
+    fields = request_schema["application/json"]["schema"]["properties"]
+    assert fields["epochs"]["maximum"] == 99
+    assert fields["batch_size"]["maximum"] == ApiSettings(env="dev").max_batch_size
+    # Every path identifier states its rule (the five operations fuzzers found looser).
+    identifiers = [
+        parameter["schema"]
+        for operations in spec["paths"].values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path"
+    ]
+    assert len(identifiers) == 8
+    assert all(schema["pattern"] == IDENTIFIER_SCHEMA["pattern"] for schema in identifiers)
     assert httpx.get(f"{api_url}/docs").status_code == 200
 
 
@@ -202,6 +214,31 @@ def test_delete_of_a_finished_training_removes_row_and_blobs_and_frees_the_name(
     assert client.post("/starttraining/", json=body).status_code == 202
 
 
+def test_delete_finishes_what_an_interrupted_delete_began(
+    client: httpx.Client, settings: ApiSettings
+) -> None:
+    """A DELETE that marked the row and stopped (crash, conflict) left a row naming no files."""
+    body = start_body()
+    name = body["project_name"]
+    client.post("/starttraining/", json=body)
+    finish(settings, "alice", name, State.SUCCESS)
+    artifacts = StorageAccount(settings).artifacts()
+    artifacts.upload_bytes(b"model", f"alice/{name}/model.onnx")
+
+    def interrupted(row: object) -> None:
+        row.deleting, row.message = True, "being deleted"  # type: ignore[attr-defined]
+        row.exports = {}  # type: ignore[attr-defined]
+
+    jobs_of(settings).modify("alice", name, interrupted)
+    status = client.get(f"/statustraining/alice/{name}").json()
+    assert (status["message"], status["exports"]) == ("being deleted", {})
+    response = client.delete(f"/trainings/alice/{name}")
+    assert response.status_code == 200
+    assert response.json()["message"] == f"training '{name}' deleted (1 files)"
+    assert artifacts.list(f"alice/{name}/") == []
+    assert client.get(f"/statustraining/alice/{name}").status_code == 404
+
+
 def test_cancel_of_a_queued_training_ends_it(client: httpx.Client) -> None:
     body = start_body()
     client.post("/starttraining/", json=body)
@@ -245,8 +282,9 @@ def test_limited_token_sees_other_profiles_exactly_as_missing(
 
 
 def test_checkserver_fails_without_a_fresh_worker_and_passes_with_one(
-    client: httpx.Client, settings: ApiSettings
+    client: httpx.Client, settings: ApiSettings, api_url: str
 ) -> None:
+    limited = httpx.Client(base_url=api_url, headers={"Authorization": LIMITED_TOKEN})
     client.post("/starttraining/", json=start_body())
     response = client.get("/checkserver/")
     assert response.status_code == 503
@@ -254,12 +292,18 @@ def test_checkserver_fails_without_a_fresh_worker_and_passes_with_one(
         "result": "Failed",
         "message": "no worker online; 0 workers online, 1 job waiting",
     }
+    # The service-wide counts are not a profile-limited token's to see.
+    assert limited.get("/checkserver/").json() == {
+        "result": "Failed",
+        "message": "no worker online",
+    }
     WorkersTable(StorageAccount(settings).table(settings.workers_table)).heartbeat(
         "gpu-vm-1", "NVIDIA H100", None
     )
     response = client.get("/checkserver/")
     assert response.status_code == 200
     assert response.json() == {"result": "Ok", "message": "1 worker online, 1 job waiting"}
+    assert limited.get("/checkserver/").json() == {"result": "Ok", "message": "workers online"}
 
 
 def test_storage_down_answers_503_not_500(azurite: Azurite) -> None:

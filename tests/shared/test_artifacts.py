@@ -19,6 +19,7 @@ def test_url_downloads_the_blob_until_it_expires(storage: StorageAccount) -> Non
     assert httpx.get(url).content == b"model bytes"
     query = parse_qs(url.split("?", 1)[1])
     assert query["sp"] == ["r"]  # read only
+    assert "spr" not in query  # Azurite on loopback speaks plain http
     assert (
         httpx.put(url, content=b"overwrite", headers={"x-ms-blob-type": "BlockBlob"}).status_code
         == 403
@@ -48,4 +49,24 @@ def test_user_delegation_sas_carries_the_key_identity() -> None:
     assert query["sr"] == ["b"]
     assert query["se"] == ["2026-11-27T13:00:00Z"]
     assert query["st"] == ["2026-11-27T11:55:00Z"]
+    assert query["spr"] == ["https"]  # Storage refuses the URL over plain http
     assert "sig" in query and "AccountKey" not in sas
+
+
+def test_an_https_only_url_is_refused_over_plain_http(storage: StorageAccount) -> None:
+    """What every URL outside loopback signs (`spr=https`), enforced by Storage itself."""
+    artifacts = storage.artifacts()
+    artifacts.upload_bytes(b"model bytes", "alice/teeth/model.onnx")
+    now = datetime.now(UTC)
+    sas = blob_sas(
+        artifacts.client.account_name or "",
+        artifacts.client.container_name,
+        "alice/teeth/model.onnx",
+        now,
+        now + timedelta(minutes=10),
+        account_key=artifacts.client.credential.account_key,
+        https_only=True,
+    )
+    response = httpx.get(f"{artifacts.client.url}/alice/teeth/model.onnx?{sas}")
+    assert response.status_code == 403
+    assert "AuthorizationProtocolMismatch" in response.text

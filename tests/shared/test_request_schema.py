@@ -1,0 +1,93 @@
+"""The start request's JSON Schema states the rules its validation enforces.
+
+Generated clients and fuzzers build requests from the schema: whatever it allows must be
+accepted, and its bounds must be the validators' bounds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from shared.contract import (
+    FOLDER_SCHEMA,
+    IDENTIFIER_SCHEMA,
+    StartTrainingRequest,
+    identifier_problem,
+)
+from tests.function_app.helpers import start_body
+
+FIELDS = StartTrainingRequest.model_json_schema()["properties"]
+
+
+def accepts(**fields: Any) -> bool:
+    try:
+        StartTrainingRequest.model_validate(start_body(**fields))
+    except ValidationError:
+        return False
+    return True
+
+
+@given(st.text(max_size=300))
+def test_the_identifier_pattern_is_the_identifier_rule(value: str) -> None:
+    stated = re.fullmatch(IDENTIFIER_SCHEMA["pattern"], value) is not None
+    assert stated == (identifier_problem(value) is None)
+
+
+@given(st.from_regex(IDENTIFIER_SCHEMA["pattern"], fullmatch=True))
+def test_every_identifier_the_schema_allows_is_accepted(value: str) -> None:
+    assert accepts(profile_id=value, project_name=value)
+
+
+@given(st.from_regex(FOLDER_SCHEMA["pattern"], fullmatch=True).filter(lambda v: len(v) <= 1024))
+def test_every_folder_the_schema_allows_is_accepted(value: str) -> None:
+    assert accepts(folder=value)
+
+
+@pytest.mark.parametrize("value", ["a//b", "./a", "a/..", " ./a", "x" * 1025])
+def test_folders_the_schema_refuses_are_refused(value: str) -> None:
+    rule = FIELDS["folder"]
+    assert re.fullmatch(rule["pattern"], value) is None or len(value) > rule["maxLength"]
+    assert not accepts(folder=value)
+
+
+@given(st.from_regex(FIELDS["container"]["pattern"], fullmatch=True).filter(lambda v: len(v) <= 255))
+def test_every_container_the_schema_allows_is_accepted(value: str) -> None:
+    assert accepts(container=value)
+
+
+@pytest.mark.parametrize(
+    "field", ["epochs", "learning_rate", "image_size", "batch_size", "step_size", "gamma"]
+)
+def test_numeric_bounds_are_the_validators_bounds(field: str) -> None:
+    rule = FIELDS[field]
+    step: float = 1 if rule["type"] == "integer" else 1e-9
+    number = int if rule["type"] == "integer" else float
+    assert "minimum" in rule or "exclusiveMinimum" in rule
+    if "minimum" in rule:
+        assert accepts(**{field: number(rule["minimum"])})
+        assert not accepts(**{field: number(rule["minimum"] - step)})
+    if "exclusiveMinimum" in rule:
+        assert not accepts(**{field: number(rule["exclusiveMinimum"])})
+        assert accepts(**{field: number(rule["exclusiveMinimum"] + step)})
+    if "maximum" in rule:
+        assert accepts(**{field: number(rule["maximum"])})
+        assert not accepts(**{field: number(rule["maximum"] + step)})
+
+
+def test_every_listed_architecture_and_export_is_accepted() -> None:
+    architectures = FIELDS["architecture"]["anyOf"][0]["enum"]
+    assert "" in architectures  # the seed's clients send "" for the default
+    for name in architectures:
+        assert accepts(architecture=name) or accepts(
+            architecture=name, model_type="detection", export=["onnx"], batch_size=2
+        )
+    for name in FIELDS["export"]["items"]["enum"]:
+        assert accepts(export=[name])
+    assert not accepts(export=[])
+    assert FIELDS["export"]["minItems"] == 1
