@@ -12,7 +12,7 @@ from .settings import ApiSettings
 
 
 class Services:
-    """The app's settings, accepted tokens, storage facades and sealing key."""
+    """The app's settings, accepted tokens, storage facades and sealing keys."""
 
     def __init__(self, settings: ApiSettings) -> None:
         account = StorageAccount(settings, retries=1)
@@ -24,4 +24,4 @@ class Services:
         self.queue = JobQueue(account.queue(settings.jobs_queue))
         self.workers = WorkersTable(account.table(settings.workers_table))
         self.artifacts = account.artifacts()
-        self.sealing_key = settings.sealing_key_bytes()
+        self.sealing_ring = settings.sealing_ring()

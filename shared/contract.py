@@ -559,6 +559,10 @@ class TrainingRow(BaseModel):
 
     profile_id: str
     project_name: str
+    # New for every start: a message of an earlier training under this name (deleted and
+    # started again) names another job id and neither opens nor runs here. None: rows from
+    # before job ids.
+    job_id: str | None = None
     state: State = State.PENDING
     params: TrainingParams
     dataset: DatasetLocation
@@ -594,10 +598,13 @@ class TrainingRow(BaseModel):
     )
 
     @classmethod
-    def from_request(cls, request: StartTrainingRequest, webhook_url: str | None) -> TrainingRow:
+    def from_request(
+        cls, request: StartTrainingRequest, webhook_url: str | None, job_id: str
+    ) -> TrainingRow:
         return cls(
             profile_id=request.profile_id,
             project_name=request.project_name,
+            job_id=job_id,
             params=TrainingParams.model_validate(request.model_dump(), strict=False),
             dataset=DatasetLocation.model_validate(request.model_dump(), strict=False),
             webhook_url=webhook_url,
@@ -638,6 +645,7 @@ class JobMessage(BaseModel):
     version: Literal[1] = 1
     profile_id: str
     project_name: str
+    job_id: str | None = Field(default=None, description="the row's job id (None: queued before)")
     sealed_credentials: str
 
 

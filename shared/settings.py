@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.connection_strings import AZURE_STORAGE_SUFFIXES
 from shared.contract import DEFAULT_MAX_BATCH_SIZE
+from shared.sealing import KeyRing
 from shared.webhook_keys import tenant_webhook_secret
 
 # Azurite's well-known development account (public, documented by Microsoft).
@@ -62,6 +63,11 @@ class CommonSettings(BaseSettings):
     poison_queue: str = "training-jobs-poison"
     models_container: str = "models"
     sealing_key: SecretStr | None = None
+    # Rotation (docs/deploy.md): the new key becomes AITRAINER_SEALING_KEY, the old one moves
+    # here and keeps opening the jobs queued under it until they have all ended.
+    sealing_old_keys: SecretStr | None = Field(
+        default=None, description="comma-separated retired sealing keys (base64, 32 bytes)"
+    )
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     sas_lifetime_seconds: int = Field(
         default=3600, ge=60, description="how long a download URL in a status answer works"
@@ -118,15 +124,28 @@ class CommonSettings(BaseSettings):
                 raise ValueError("AITRAINER_WEBHOOK_SECRET must be set outside dev")
             if self.webhook_secret.get_secret_value() == DEV_WEBHOOK_SECRET:
                 raise ValueError("AITRAINER_WEBHOOK_SECRET is the published dev secret")
-        self.sealing_key_bytes()  # fail at startup, not at the first request
+        self.sealing_ring()  # fail at startup, not at the first request
         return self
 
-    def sealing_key_bytes(self) -> bytes:
+    def sealing_ring(self) -> KeyRing:
+        """The current sealing key and the retired ones that still open queued jobs."""
         assert self.sealing_key is not None  # set by the validator
-        try:
-            key = base64.b64decode(self.sealing_key.get_secret_value(), validate=True)
-        except (binascii.Error, ValueError):
-            key = b""
-        if len(key) != 32:
-            raise ValueError("AITRAINER_SEALING_KEY must be the base64 encoding of 32 bytes")
-        return key
+        retired = self.sealing_old_keys.get_secret_value() if self.sealing_old_keys else ""
+        return KeyRing(
+            _sealing_key("AITRAINER_SEALING_KEY", self.sealing_key.get_secret_value()),
+            tuple(
+                _sealing_key("each of AITRAINER_SEALING_OLD_KEYS", item.strip())
+                for item in retired.split(",")
+                if item.strip()
+            ),
+        )
+
+
+def _sealing_key(what: str, text: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{what} must be the base64 encoding of 32 bytes")
+    return key

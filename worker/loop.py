@@ -81,7 +81,7 @@ class Worker:
         self.poison = JobQueue(account.queue(settings.poison_queue))
         self.workers = WorkersTable(account.table(settings.workers_table))
         self.artifacts = account.artifacts()
-        self.sealing_key = settings.sealing_key_bytes()
+        self.sealing_ring = settings.sealing_ring()
         # This worker's own folder: at start-up it clears only that (others may be running).
         self.work_dir = settings.work_dir / folder_name(self.id)
         self.gpu = _gpu_name()
@@ -197,6 +197,11 @@ class Worker:
     def _handle(self, lease: Lease, message: JobMessage) -> None:
         key = f"{message.profile_id}/{message.project_name}"
         found = self.jobs.get(message.profile_id, message.project_name)
+        if found is not None and found[0].job_id != message.job_id:
+            # The training it was queued for was deleted; this name now runs another job.
+            log.info("job %s: message of an earlier training of this name; dropping it", key)
+            self._settle(self.queue.delete)
+            return
         if found is None or found[0].state.finished:
             log.info(
                 "job %s: %s; dropping its message",
@@ -220,15 +225,13 @@ class Worker:
         try:
             secrets = unseal(
                 message.sealed_credentials,
-                self.sealing_key,
+                self.sealing_ring,
                 message.profile_id,
                 message.project_name,
+                found[0].job_id,
             )
-        except SealError:
-            self._give_up(
-                message,
-                "the job's credentials could not be opened (the sealing key changed?)",
-            )
+        except SealError as error:  # our own sentence: it names a key id, never a secret
+            self._give_up(message, f"the job's credentials could not be opened: {error}")
             return
         try:
             row = self._claim(message, lease.message_id)

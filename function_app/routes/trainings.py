@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -146,12 +147,18 @@ def _parse(settings: ApiSettings, body: bytes) -> StartTrainingRequest:
 def _queue(services: Services, request: StartTrainingRequest) -> StartTrainingResponse:
     """Insert the row (the uniqueness check), then queue its message."""
     webhook_url = request.webhook_url or services.settings.default_webhook_url
-    row = TrainingRow.from_request(request, webhook_url)
+    job_id = uuid.uuid4().hex
+    row = TrainingRow.from_request(request, webhook_url, job_id)
     message = JobMessage(
         profile_id=request.profile_id,
         project_name=request.project_name,
+        job_id=job_id,
         sealed_credentials=seal(
-            request.credentials(), services.sealing_key, request.profile_id, request.project_name
+            request.credentials(),
+            services.sealing_ring,
+            request.profile_id,
+            request.project_name,
+            job_id,
         ),
     )
     etag = services.jobs.insert(row)

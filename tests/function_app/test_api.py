@@ -383,4 +383,6 @@ def test_queue_message_names_the_row_and_carries_no_parameters(
     body = start_body()
     client.post("/starttraining/", json=body)
     raw = json.loads(queue_of(settings).receive(30).content)  # type: ignore[union-attr]
-    assert set(raw) == {"version", "profile_id", "project_name", "sealed_credentials"}
+    assert set(raw) == {"version", "profile_id", "project_name", "job_id", "sealed_credentials"}
+    row = jobs_of(settings).get("alice", body["project_name"])
+    assert row is not None and row[0].job_id == raw["job_id"] and len(raw["job_id"]) == 32

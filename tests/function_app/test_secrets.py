@@ -57,12 +57,16 @@ def test_credentials_reach_only_the_sealed_message(
             assert secret not in text, f"a credential leaked into {where}"
 
     # ...yet the worker can open what it needs, for that job only.
-    key = settings.sealing_key_bytes()
+    ring = settings.sealing_ring()
     opened = {}
     for content in messages:
         message = JobMessage.model_validate_json(content)
         opened[message.project_name] = unseal(
-            message.sealed_credentials, key, message.profile_id, message.project_name
+            message.sealed_credentials,
+            ring,
+            message.profile_id,
+            message.project_name,
+            message.job_id,
         )
     assert opened[azure["project_name"]] == {"azure_connection_string": AZURE_SECRET}
     assert opened[aws["project_name"]] == {

@@ -136,7 +136,7 @@ def test_augmentation_and_flip_default_to_auto_and_true_and_reach_the_row() -> N
     chosen = StartTrainingRequest.model_validate(
         start_body(augmentation="none", horizontal_flip=False)
     )
-    params = TrainingRow.from_request(chosen, None).params
+    params = TrainingRow.from_request(chosen, None, "job").params
     assert (params.augmentation, params.horizontal_flip) == ("none", False)
     # A row written before the fields existed reads as the defaults.
     old = {k: v for k, v in params.model_dump().items() if k not in AUGMENTATION_FIELDS}

@@ -56,7 +56,9 @@ def test_folders_the_schema_refuses_are_refused(value: str) -> None:
     assert not accepts(folder=value)
 
 
-@given(st.from_regex(FIELDS["container"]["pattern"], fullmatch=True).filter(lambda v: len(v) <= 255))
+@given(
+    st.from_regex(FIELDS["container"]["pattern"], fullmatch=True).filter(lambda v: len(v) <= 255)
+)
 def test_every_container_the_schema_allows_is_accepted(value: str) -> None:
     assert accepts(container=value)
 

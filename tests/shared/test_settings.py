@@ -48,6 +48,7 @@ def test_prod_with_safe_values_starts() -> None:
         ({"sealing_key": DEV_SEALING_KEY}, "published example key"),
         ({"sealing_key": base64.b64encode(b"short").decode()}, "base64 encoding of 32 bytes"),
         ({"sealing_key": "not base64!"}, "base64 encoding of 32 bytes"),
+        ({"sealing_old_keys": f"{REAL_KEY},c2hvcnQ="}, "each of AITRAINER_SEALING_OLD_KEYS"),
         ({"storage_connection_string": None}, "STORAGE_CONNECTION_STRING or"),
     ],
 )
@@ -56,12 +57,20 @@ def test_prod_refuses_unsafe_values(values: dict[str, object], expected: str) ->
         prod(**values)
 
 
+def test_the_key_ring_holds_the_current_key_and_the_retired_ones() -> None:
+    old = [base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
+    ring = prod(sealing_old_keys=f" {old[0]} ,{old[1]},").sealing_ring()
+    assert ring.current == b"k" * 32
+    assert ring.retired == (b"\x01" * 32, b"\x02" * 32)
+    assert prod().sealing_ring().retired == ()
+
+
 def test_dev_fills_documented_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AITRAINER_ENV", "dev")
     settings = ApiSettings()
     assert settings.api_tokens is not None
     assert settings.api_tokens.get_secret_value() == "dev-token"
-    assert settings.sealing_key_bytes() == b"dev-only-sealing-key-32-bytes!!!"
+    assert settings.sealing_ring().current == b"dev-only-sealing-key-32-bytes!!!"
     assert settings.storage_connection_string is not None
     assert settings.storage_connection_string.get_secret_value() == AZURITE_CONNECTION_STRING
 
@@ -79,7 +88,7 @@ def test_token_list_with_profile_limits() -> None:
     assert [(g.token, g.profiles) for g in grants] == [
         (b"alpha", None),
         (b"beta", frozenset({"alice", "bob"})),
-        (b"gamma", None),
+        (b"gamma=", None),  # no profile list after the '=': base64 padding, the token's
     ]
     assert grants[1].allows("alice") and not grants[1].allows("carol")
 
