@@ -43,6 +43,8 @@ def main() -> None:
         "AITRAINER_API_TOKENS": TOKEN,
         "AITRAINER_STORAGE_CONNECTION_STRING": azurite.connection_string,
         "AITRAINER_TRAININGS_TABLE": f"bench{uuid.uuid4().hex[:8]}",
+        # No worker runs: every start stays active, and each start counts them (the cap).
+        "AITRAINER_MAX_ACTIVE_PER_TOKEN": str(args.requests),
     }
     settings = ApiSettings(
         **{k[10:].lower(): v for k, v in env.items() if k.startswith("AITRAINER_")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.storage.account import StorageAccount
+from shared.storage.idempotency import IdempotencyKeys
 from shared.storage.jobs import JobsTable
 from shared.storage.queue import JobQueue
 from shared.storage.workers import WorkersTable
@@ -23,5 +24,6 @@ class Services:
         self.jobs = JobsTable(account.table(settings.trainings_table))
         self.queue = JobQueue(account.queue(settings.jobs_queue))
         self.workers = WorkersTable(account.table(settings.workers_table))
+        self.idempotency = IdempotencyKeys(account.table(settings.idempotency_table))
         self.artifacts = account.artifacts()
         self.sealing_ring = settings.sealing_ring()

@@ -17,6 +17,11 @@ class ApiSettings(CommonSettings):
 
     api_tokens: SecretStr | None = None
     default_webhook_url: str | None = None
+    max_active_per_token: int = Field(
+        default=10,
+        ge=1,
+        description="trainings one API token may have queued or running at once (429 beyond)",
+    )
     webhook_allow_private: bool = False
     webhook_resolve_seconds: float = Field(
         default=WEBHOOK_RESOLVE_SECONDS,

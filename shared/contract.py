@@ -563,6 +563,9 @@ class TrainingRow(BaseModel):
     # started again) names another job id and neither opens nor runs here. None: rows from
     # before job ids.
     job_id: str | None = None
+    # The fingerprint of the API token that started it (function_app/auth.py): the per-token
+    # cap on active trainings counts these. None: rows from before the cap.
+    started_by: str | None = None
     state: State = State.PENDING
     params: TrainingParams
     dataset: DatasetLocation

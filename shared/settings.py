@@ -59,6 +59,7 @@ class CommonSettings(BaseSettings):
     )
     trainings_table: str = "trainings"
     workers_table: str = "workers"
+    idempotency_table: str = "idempotency"
     jobs_queue: str = "training-jobs"
     poison_queue: str = "training-jobs-poison"
     models_container: str = "models"

@@ -39,6 +39,8 @@ def fresh_settings(azurite: Azurite, **overrides: object) -> ApiSettings:
         "poison_queue": unique_name("poison"),
         "models_container": unique_name("models"),
         "api_tokens": f"{TOKEN},{LIMITED_TOKEN}=alice|bob",
+        # Tests share one token across many starts; test_fair_use sets its own cap.
+        "max_active_per_token": 1000,
     }
     settings = ApiSettings(**(values | overrides))  # type: ignore[arg-type]
     StorageAccount(settings).provision()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
 from azure.core.exceptions import AzureError
-from fastapi import Request
+from fastapi import Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
@@ -31,6 +31,7 @@ from shared.sealing import seal
 from shared.storage.artifacts import resume_prefix, training_prefix
 from shared.storage.jobs import StaleRow, TrainingExists, TrainingNotFound
 
+from .. import idempotency
 from ..auth import Grant
 from ..deps import GrantDep, ProfileDep, ServicesDep, StoredTrainingDep, TrainingKeyDep
 from ..errors import ERROR_RESPONSES, STORAGE_DOWN, ApiError, not_found
@@ -60,17 +61,34 @@ _START_SCHEMA = {
     "/starttraining/",
     status_code=202,
     response_model=StartTrainingResponse,
-    responses={code: {"model": StartTrainingResponse} for code in (400, 401, 403, 409, 413, 503)},
+    responses={
+        code: {"model": StartTrainingResponse} for code in (400, 401, 403, 409, 413, 422, 429, 503)
+    },
     openapi_extra=_START_SCHEMA,
 )
-async def start_training(request: Request, services: ServicesDep, grant: GrantDep) -> JSONResponse:
+async def start_training(
+    request: Request,
+    services: ServicesDep,
+    grant: GrantDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias=idempotency.HEADER,
+            description="the same key and body within 24 h answer the first 202 again "
+            "(a retry after a lost response starts no second training); another body: 422",
+            json_schema_extra={"pattern": "^[!-~]{1,255}$"},
+        ),
+    ] = None,
+) -> JSONResponse:
     """Validate a training request, record it and queue it (202 PENDING)."""
     try:
         body = await _read_body(request)
     except ApiError as error:
         return _seed_failure(error.status, error.message)
     # Validation resolves the webhook's host name: never on the event loop.
-    return await to_thread.run_sync(_start, services, grant, body, limiter=_start_limiter())
+    return await to_thread.run_sync(
+        _start, services, grant, body, idempotency_key, limiter=_start_limiter()
+    )
 
 
 def _start_limiter() -> CapacityLimiter:
@@ -99,7 +117,9 @@ def _seed_failure(status: int, message: str, **fields: Any) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-def _start(services: Services, grant: Grant, body: bytes) -> JSONResponse:
+def _start(
+    services: Services, grant: Grant, body: bytes, idempotency_key: str | None
+) -> JSONResponse:
     """The answer to a start request: validated, allowed, recorded and queued, or why not."""
     try:
         start = _parse(services.settings, body)
@@ -112,8 +132,38 @@ def _start(services: Services, grant: Grant, body: bytes) -> JSONResponse:
         return _seed_failure(
             403, f"this token may not start trainings for profile '{start.profile_id}'", **ids
         )
+    if idempotency_key is None:
+        return _start_now(services, grant, start)
     try:
-        answer = _queue(services, start)
+        return idempotency.start_once(
+            services.idempotency,
+            grant.fingerprint,
+            idempotency_key,
+            body,
+            lambda: _start_now(services, grant, start),
+            lambda status, message: _seed_failure(status, message, **ids),
+        )
+    except ApiError as error:
+        return _seed_failure(error.status, error.message, **ids)
+    except AzureError as error:
+        log.warning("starttraining: storage error %s", type(error).__name__)
+        return _seed_failure(503, STORAGE_DOWN, dataset=start.dataset, **ids)
+
+
+def _start_now(services: Services, grant: Grant, start: StartTrainingRequest) -> JSONResponse:
+    ids = {"profile_id": start.profile_id, "project_name": start.project_name}
+    try:
+        answer = _queue(services, start, grant.fingerprint)
+    except TooManyActive as busy:
+        refusal = _seed_failure(
+            429,
+            f"this token has {busy.active} trainings queued or running and may have at most "
+            f"{busy.cap}; start more when one ends",
+            dataset=start.dataset,
+            **ids,
+        )
+        refusal.headers["Retry-After"] = str(busy.retry_after)
+        return refusal
     except TrainingExists:
         return _seed_failure(
             409,
@@ -144,11 +194,33 @@ def _parse(settings: ApiSettings, body: bytes) -> StartTrainingRequest:
     )
 
 
-def _queue(services: Services, request: StartTrainingRequest) -> StartTrainingResponse:
-    """Insert the row (the uniqueness check), then queue its message."""
+class TooManyActive(Exception):
+    """The token already has the most active trainings its cap allows."""
+
+    def __init__(self, active: int, cap: int, retry_after: int) -> None:
+        super().__init__(active, cap)
+        self.active, self.cap, self.retry_after = active, cap, retry_after
+
+
+# What a 429 suggests: trainings take minutes, so sooner would only be refused again; a
+# start that lost a race with other starts for the last places may try again at once.
+RETRY_AFTER_BUSY_SECONDS = 60
+RETRY_AFTER_RACE_SECONDS = 1
+
+
+def _queue(
+    services: Services, request: StartTrainingRequest, started_by: str
+) -> StartTrainingResponse:
+    """Insert the row (the uniqueness check), check the token's cap, then queue its message.
+
+    The cap counts after the insert: starts racing for the last place all see each other's
+    rows, so the cap is never exceeded; at worst all of them are refused, told to retry in a
+    second (the rows created before theirs left room).
+    """
     webhook_url = request.webhook_url or services.settings.default_webhook_url
     job_id = uuid.uuid4().hex
     row = TrainingRow.from_request(request, webhook_url, job_id)
+    row.started_by = started_by
     message = JobMessage(
         profile_id=request.profile_id,
         project_name=request.project_name,
@@ -162,6 +234,13 @@ def _queue(services: Services, request: StartTrainingRequest) -> StartTrainingRe
         ),
     )
     etag = services.jobs.insert(row)
+    cap = services.settings.max_active_per_token
+    active = services.jobs.active_since(started_by)
+    if len(active) > cap:
+        services.jobs.delete(row.profile_id, row.project_name, etag)
+        raced = sum(created < row.created for created in active) < cap
+        retry = RETRY_AFTER_RACE_SECONDS if raced else RETRY_AFTER_BUSY_SECONDS
+        raise TooManyActive(len(active) - 1, cap, retry)
     try:
         services.queue.send(message.model_dump_json())
     except AzureError:

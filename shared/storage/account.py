@@ -76,7 +76,7 @@ class StorageAccount:
     def provision(self) -> None:
         """Create the tables, queues and container the settings name (idempotent)."""
         s = self.settings
-        for table in (s.trainings_table, s.workers_table):
+        for table in (s.trainings_table, s.workers_table, s.idempotency_table):
             self.tables.create_table_if_not_exists(table)
         for queue in (s.jobs_queue, s.poison_queue):
             with contextlib.suppress(ResourceExistsError):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.contract import TrainingRow
+from shared.contract import FINISHED_STATES, TrainingRow
 
 
 class TrainingExists(Exception):
@@ -86,6 +87,17 @@ class JobsTable:
             )
         except ResourceModifiedError as error:
             raise StaleRow(profile_id, project_name) from error
+
+    def active_since(self, started_by: str) -> list[datetime]:
+        """When each training the token with this fingerprint has queued or running was
+        created. A scan of the table (started_by is no key): cheap at thousands of rows."""
+        finished = " and ".join(f"state ne '{state.value}'" for state in FINISHED_STATES)
+        entities = self.client.query_entities(
+            f"started_by eq @token and {finished}",
+            parameters={"token": started_by},
+            select=["created"],
+        )
+        return [entity["created"] for entity in entities]
 
     def list_profile(self, profile_id: str) -> list[TrainingRow]:
         """Every training of one profile, newest first."""
