@@ -86,6 +86,14 @@ param sealingKey string
 @description('AITRAINER_WEBHOOK_SECRET: HMAC key of webhook signatures')
 param webhookSecret string
 
+// Rotation only (docs/deploy.md "Rotating secrets"): empty outside one.
+@secure()
+@description('AITRAINER_SEALING_OLD_KEYS: retired sealing keys the workers still open with')
+param sealingOldKeys string = ''
+
+@description('Key Vault and the registry refuse the public network (bring private endpoints and VNet integration: docs/deploy.md). Storage stays public: download URLs are SAS.')
+param denyPublicNetworkAccess bool = false
+
 var token = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -114,12 +122,14 @@ var storageNames = {
   workersTable: 'workers'
   jobsQueue: 'training-jobs'
   poisonQueue: 'training-jobs-poison'
+  idempotencyTable: 'idempotency'
   modelsContainer: 'models'
   deploymentContainer: 'function-package'
 }
 var secretNames = {
   apiTokens: 'api-tokens'
   sealingKey: 'sealing-key'
+  sealingOldKeys: 'sealing-old-keys'
   webhookSecret: 'webhook-secret'
 }
 var workerModes = {
@@ -131,6 +141,7 @@ var commonSettings = {
   AITRAINER_STORAGE_ACCOUNT_URL: 'https://${names.storage}.{service}.${environment().suffixes.storage}'
   AITRAINER_TRAININGS_TABLE: storageNames.trainingsTable
   AITRAINER_WORKERS_TABLE: storageNames.workersTable
+  AITRAINER_IDEMPOTENCY_TABLE: storageNames.idempotencyTable
   AITRAINER_JOBS_QUEUE: storageNames.jobsQueue
   AITRAINER_POISON_QUEUE: storageNames.poisonQueue
   AITRAINER_MODELS_CONTAINER: storageNames.modelsContainer
@@ -153,10 +164,14 @@ var apiSecretSettings = {
 var workerSettings = union(commonSettings, {
   AITRAINER_MAX_WALL_SECONDS: string(maxWallSeconds)
 })
-var workerSecretSettings = {
-  AITRAINER_SEALING_KEY: secretNames.sealingKey
-  AITRAINER_WEBHOOK_SECRET: secretNames.webhookSecret
-}
+// Not the API tokens: the worker runs tenants' data and never needs them.
+var workerSecretSettings = union(
+  {
+    AITRAINER_SEALING_KEY: secretNames.sealingKey
+    AITRAINER_WEBHOOK_SECRET: secretNames.webhookSecret
+  },
+  empty(sealingOldKeys) ? {} : { AITRAINER_SEALING_OLD_KEYS: secretNames.sealingOldKeys }
+)
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: names.resourceGroup
@@ -205,11 +220,15 @@ module keyVault 'modules/keyvault.bicep' = {
     name: names.keyVault
     location: location
     tags: tags
-    secrets: {
-      '${secretNames.apiTokens}': apiTokens
-      '${secretNames.sealingKey}': sealingKey
-      '${secretNames.webhookSecret}': webhookSecret
-    }
+    secrets: union(
+      {
+        '${secretNames.apiTokens}': apiTokens
+        '${secretNames.sealingKey}': sealingKey
+        '${secretNames.webhookSecret}': webhookSecret
+      },
+      empty(sealingOldKeys) ? {} : { '${secretNames.sealingOldKeys}': sealingOldKeys }
+    )
+    denyPublicNetworkAccess: denyPublicNetworkAccess
   }
 }
 
@@ -220,6 +239,7 @@ module registry 'modules/registry.bicep' = {
     name: names.registry
     location: location
     tags: tags
+    denyPublicNetworkAccess: denyPublicNetworkAccess
   }
 }
 
@@ -228,7 +248,10 @@ module rbac 'modules/rbac.bicep' = {
   scope: rg
   params: {
     storageAccountName: storage.outputs.name
+    modelsContainerName: storageNames.modelsContainer
     keyVaultName: keyVault.outputs.name
+    apiSecretNames: [for item in items(apiSecretSettings): item.value]
+    workerSecretNames: [for item in items(workerSecretSettings): item.value]
     registryName: registry.outputs.name
     appInsightsName: monitoring.outputs.appInsightsName
     apiPrincipalId: identities.outputs.apiPrincipalId

@@ -88,5 +88,5 @@ def test_preprovision_generates_every_secret_the_parameters_file_asks_for() -> N
             sealing_key=made["AITRAINER_SEALING_KEY"],
             webhook_secret=made["AITRAINER_WEBHOOK_SECRET"],
         )
-        assert len(settings.sealing_key_bytes()) == 32
+        assert len(settings.sealing_ring().current) == 32
         assert all(len(value) >= 32 for value in made.values())

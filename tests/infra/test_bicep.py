@@ -144,7 +144,7 @@ def test_storage_creates_every_table_queue_and_container_the_settings_name() -> 
     fields = [
         f for f in CommonSettings.model_fields if f.endswith(("_table", "_queue", "_container"))
     ]
-    assert len(fields) == 5
+    assert len(fields) == 6
     for field in fields:
         kind = field.rpartition("_")[2]
         value = settings[env_name(field)]
@@ -185,7 +185,8 @@ def test_every_component_runs_as_its_user_assigned_identity() -> None:
 
 
 def grants() -> dict[tuple[str, str], set[str]]:
-    """(scope, principal) → role names, from rbac.bicep's grant lists."""
+    """(scope, principal) → role names, from rbac.bicep's grant lists (not the per-secret
+    assignments: `secret_grants`)."""
     rbac = module("rbac")
     role_ids = object_items("roles", rbac)
     by_id = {v: k for k, v in ROLE_IDS.items()}
@@ -194,28 +195,92 @@ def grants() -> dict[tuple[str, str], set[str]]:
         loop = rbac["resources"][name]["config"]["loop_type"]["detail"]
         assert config["properties"]["principalType"] == "ServicePrincipal"
         assert "guid" in json.dumps(config["name"])  # idempotent names
+        if loop["item_name"] != "grant":
+            continue
         for grant in resolve(loop["array_name"], rbac):
             role = by_id[role_ids[grant["role"]]]  # KeyError: a role id that is not built in
             found.setdefault((config["scope"], grant["principal"]), set()).add(role)
     return found
 
 
+def principal_of(assignment: dict[str, Any]) -> str:
+    return str(assignment["properties"]["principalId"]).removesuffix("PrincipalId")
+
+
+def secret_grants() -> dict[str, dict[str, Any]]:
+    """principal → the per-secret Key Vault assignment: its scope, role and secret list."""
+    rbac = module("rbac")
+    found = {}
+    for name, config in resources(rbac, "Microsoft.Authorization/roleAssignments").items():
+        loop = rbac["resources"][name]["config"]["loop_type"]["detail"]
+        if loop["item_name"] == "grant":
+            continue
+        role = config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        assert "guid" in json.dumps(config["name"]) and principal_of(config) in json.dumps(
+            config["name"]
+        )
+        principal = principal_of(config)
+        scope = config["scope"]["operator"]["operands"]["operand_1"]
+        secrets = rbac["resources"][scope]
+        assert secrets["existing"] and secrets["type"] == "Microsoft.KeyVault/vaults/secrets"
+        assert secrets["config"]["config"]["parent"] == "vault"
+        assert secrets["config"]["loop_type"]["detail"]["array_name"] == loop["array_name"]
+        found[principal] = {
+            "role": {v: k for k, v in ROLE_IDS.items()}[resolve(role, rbac)],
+            "secrets": module_params("rbac")[loop["array_name"]],
+        }
+    return found
+
+
 def test_role_assignments_give_each_identity_what_its_code_does() -> None:
     found = grants()
     api_storage, worker_storage = found[("storage", "api")], found[("storage", "worker")]
-    for roles in (api_storage, worker_storage):
-        assert roles & BLOB_WRITERS
-        assert {"Storage Queue Data Contributor", "Storage Table Data Contributor"} <= roles
+    storage_data = {"Storage Queue Data Contributor", "Storage Table Data Contributor"}
+    assert storage_data <= api_storage and storage_data == worker_storage
     # The Functions host's own storage (AzureWebJobsStorage) needs blob ownership.
     assert "Storage Blob Data Owner" in api_storage
-    assert found[("vault", "api")] == {"Key Vault Secrets User"}
-    assert found[("vault", "worker")] == {"Key Vault Secrets User"}
+    # The worker's blob access is the models container's only (not the Functions package).
+    assert found[("modelsContainer", "worker")] == {"Storage Blob Data Contributor"}
+    container = module("rbac")["resources"]["modelsContainer"]
+    assert container["existing"] and container["config"]["name"] == (
+        "${storageAccountName}/default/${modelsContainerName}"
+    )
+    assert (
+        resolve(module_params("rbac")["modelsContainerName"], main())
+        == object_items("commonSettings", main())["AITRAINER_MODELS_CONTAINER"]
+    )
     assert found[("registry", "worker")] == {"AcrPull"}
     assert found[("appInsights", "api")] == {"Monitoring Metrics Publisher"}
     assert ("registry", "api") not in found  # least privilege: the API pulls no image
+    assert not [scope for scope, _ in found if scope == "vault"]  # secrets, not the vault
     params = module_params("rbac")
     assert "apiPrincipalId" in json.dumps(params["apiPrincipalId"])
     assert "workerPrincipalId" in json.dumps(params["workerPrincipalId"])
+
+
+def test_each_identity_reads_exactly_the_key_vault_secrets_its_settings_reference() -> None:
+    found = secret_grants()
+    assert set(found) == {"api", "worker"}
+    secret_names = object_items("secretNames", main())
+    for principal, settings in (("api", "apiSecretSettings"), ("worker", "workerSecretSettings")):
+        assert found[principal]["role"] == "Key Vault Secrets User"
+        # [for item in items(<settings>): item.value]: the secrets its settings reference.
+        listed = found[principal]["secrets"]
+        assert listed["loop_type"]["detail"]["array_name"]["function"] == {
+            "type": "items",
+            "parameters": {"arg_1": settings},
+        }
+        assert json.dumps(listed["config"]) == json.dumps(
+            {
+                "operator": {
+                    "type": "property_accessor",
+                    "operands": {"operand_1": "item", "operand_2": "value"},
+                }
+            }
+        )
+    worker_reads = set(object_items("workerSecretSettings", main()).values())
+    assert secret_names["apiTokens"] not in worker_reads  # the worker never holds the API tokens
+    assert {"sealing-key", "webhook-secret", "sealing-old-keys"} == worker_reads
 
 
 def test_apps_wait_for_their_role_assignments() -> None:
@@ -279,6 +344,10 @@ def test_function_app_secrets_are_key_vault_references() -> None:
 # --- settings: derived from the pydantic classes, compared with the template ---------------
 
 
+# Set only while a rotation is under way (docs/deploy.md): the code runs without it.
+OPTIONAL_SECRETS = {"AITRAINER_SEALING_OLD_KEYS"}
+
+
 def check_settings(
     settings_class: type[BaseSettings], plain: dict[str, Any], secret_names: set[str]
 ) -> None:
@@ -299,7 +368,7 @@ def check_settings(
         for key, value in env.items():
             patch.setenv(key, value)
         settings_class()
-        for secret in secret_names:  # and each Key Vault setting is needed
+        for secret in secret_names - OPTIONAL_SECRETS:  # and each Key Vault setting is needed
             patch.delenv(secret)
             with pytest.raises(ValueError, match=secret):
                 settings_class()
@@ -353,13 +422,68 @@ def test_key_vault_holds_every_secret_the_apps_reference_and_uses_rbac() -> None
     assert config["properties"]["enableRbacAuthorization"] is True
     assert "accessPolicies" not in config["properties"]
     assert {"type": "secure"} in vault["parameters"]["secrets"]["decorators"]
-    created = {unquote(k) for k in module_params("keyVault")["secrets"]}
+    created = {unquote(k) for k in object_keys(module_params("keyVault")["secrets"], main())}
     secret_names = object_items("secretNames", main())
     created = {secret_names[k.removeprefix("${secretNames.").removesuffix("}")] for k in created}
     referenced = set(object_items("apiSecretSettings", main()).values()) | set(
         object_items("workerSecretSettings", main()).values()
     )
     assert referenced == created == set(secret_names.values())
+
+
+def conditional(expression: Any) -> tuple[Any, Any, Any]:
+    """`a ? b : c` as (a, b, c)."""
+    operands = expression["operator"]["operands"]
+    assert expression["operator"]["type"] == "conditional"
+    return operands["condition"], operands["true_value"], operands["false_value"]
+
+
+def test_key_vault_keeps_deleted_secrets_and_both_it_and_the_registry_can_refuse_the_internet() -> (
+    None
+):
+    (vault,) = resources(module("keyvault"), "Microsoft.KeyVault/vaults").values()
+    properties = vault["properties"]
+    assert properties["enablePurgeProtection"] is True and properties["enableSoftDelete"] is True
+    assert conditional(properties["publicNetworkAccess"]) == (
+        "denyPublicNetworkAccess",
+        "Disabled",
+        "Enabled",
+    )
+    assert conditional(properties["networkAcls"]["defaultAction"])[1:] == ("Deny", "Allow")
+    assert properties["networkAcls"]["bypass"] == "None"
+    (registry,) = resources(module("registry"), "Microsoft.ContainerRegistry/registries").values()
+    assert conditional(registry["properties"]["publicNetworkAccess"])[1:] == (
+        "Disabled",
+        "Enabled",
+    )
+    # Only Premium registries take network rules.
+    assert conditional(registry["sku"]["name"])[1:] == ("Premium", "Basic")
+    for name in ("keyVault", "registry"):
+        assert module_params(name)["denyPublicNetworkAccess"] == "denyPublicNetworkAccess"
+    assert main()["parameters"]["denyPublicNetworkAccess"]["default"] is False
+    # Customers download models through SAS URLs: the storage account stays reachable.
+    (account,) = resources(module("storage"), "Microsoft.Storage/storageAccounts").values()
+    assert account["properties"]["publicNetworkAccess"] == "Enabled"
+
+
+def test_the_worker_container_runs_without_capabilities_on_a_read_only_root() -> None:
+    cloud_init = (BICEP / "modules" / "worker-vm" / "cloud-init.yaml").read_text()
+    (run,) = [
+        line for line in cloud_init.splitlines() if "ExecStart=" in line and "docker run" in line
+    ]
+    for flag in (
+        "--cap-drop ALL",
+        "--security-opt no-new-privileges",
+        "--read-only",
+        "--tmpfs /tmp:",
+        "--env TMPDIR=/work/tmp",
+        "--volume /mnt/aitrainer/%i:/work",
+    ):
+        assert flag in run, flag
+    assert "--privileged" not in run
+    assert 'install -d -o 10001 -g 10001 -m 0700 "/mnt/aitrainer/$1" "/mnt/aitrainer/$1/tmp"' in (
+        cloud_init
+    )
 
 
 # --- the worker -----------------------------------------------------------------------------------
@@ -493,13 +617,14 @@ def test_the_secret_scan_catches_what_it_is_meant_to() -> None:
 def test_secure_parameters_have_no_default_and_come_from_the_azd_environment() -> None:
     parameters = main()["parameters"]
     secure = {n for n, p in parameters.items() if {"type": "secure"} in p["decorators"]}
-    assert secure == {"apiTokens", "sealingKey", "webhookSecret"}
-    for name in secure:
+    assert secure == {"apiTokens", "sealingKey", "webhookSecret", "sealingOldKeys"}
+    for name in secure - {"sealingOldKeys"}:
         assert parameters[name]["default"] is None, name
+    assert parameters["sealingOldKeys"]["default"] == ""  # only during a rotation
     values = json.loads((BICEP / "main.parameters.json").read_text())["parameters"]
     assert set(values) <= set(parameters)  # no parameter the template lacks
     for name in secure:
-        assert re.fullmatch(r"\$\{AITRAINER_[A-Z_]+\}", values[name]["value"]), name
+        assert re.fullmatch(r"\$\{AITRAINER_[A-Z_]+=?\}", values[name]["value"]), name
     for name, parameter in parameters.items():
         if parameter["default"] is None and name not in values:
             raise AssertionError(f"required parameter {name} has no value in main.parameters.json")

@@ -1,8 +1,13 @@
-// The secrets (API tokens, sealing key, webhook secret). RBAC authorization only: the apps'
-// identities get Key Vault Secrets User (rbac.bicep); nobody gets an access policy.
+// The secrets (API tokens, sealing keys, webhook secret). RBAC authorization only: each app
+// identity gets Key Vault Secrets User on the secrets it reads (rbac.bicep); nobody gets an
+// access policy. Purge protection: a deleted vault or secret cannot be purged before its
+// retention ends, so neither a mistake nor an attacker can destroy the sealing key at once.
 param name string
 param location string
 param tags object
+
+@description('Refuse the public network: the apps then need private endpoints (docs/deploy.md)')
+param denyPublicNetworkAccess bool
 
 @secure()
 @description('Secret name → value; the values come from secure parameters of main.bicep')
@@ -21,7 +26,12 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    publicNetworkAccess: 'Enabled'
+    enablePurgeProtection: true
+    publicNetworkAccess: denyPublicNetworkAccess ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      defaultAction: denyPublicNetworkAccess ? 'Deny' : 'Allow'
+      bypass: 'None'
+    }
   }
 }
 

@@ -1,8 +1,15 @@
-// Every role assignment of the system, at the narrowest scope that works: the account, the
-// vault, the registry, the Application Insights component. Principals are the user-assigned
-// identities of identity.bicep.
+// Every role assignment of the system, at the narrowest scope that works: the account (the
+// API's own host storage needs it), the models container, each Key Vault secret, the
+// registry, the Application Insights component. Principals are the user-assigned identities
+// of identity.bicep.
 param storageAccountName string
+@description('The container of exports and checkpoints: all the blob access the worker has')
+param modelsContainerName string
 param keyVaultName string
+@description('The Key Vault secrets the API reads (its settings\' references), one grant each')
+param apiSecretNames array
+@description('The Key Vault secrets the worker reads: not the API tokens')
+param workerSecretNames array
 param registryName string
 param appInsightsName string
 param apiPrincipalId string
@@ -26,8 +33,9 @@ var principals = {
 // api: the Functions host's own storage (AzureWebJobsStorage wants Blob Data Owner), the
 // deployment package, the models container and the user delegation key behind download SAS
 // (generateUserDelegationKey is part of both blob data roles); rows and queue messages.
-// worker: checkpoints and exports, rows and heartbeats, queue leases and the poison queue;
-// KEDA's azure-queue scaler reads the queue length with the same identity.
+// worker: rows and heartbeats, queue leases and the poison queue (KEDA's azure-queue scaler
+// reads the queue length with the same identity); blobs in the models container only
+// (containerGrants), never the Functions package.
 var storageGrants = [
   {
     principal: 'api'
@@ -43,10 +51,6 @@ var storageGrants = [
   }
   {
     principal: 'worker'
-    role: 'storageBlobDataContributor'
-  }
-  {
-    principal: 'worker'
     role: 'storageQueueDataContributor'
   }
   {
@@ -54,14 +58,10 @@ var storageGrants = [
     role: 'storageTableDataContributor'
   }
 ]
-var vaultGrants = [
-  {
-    principal: 'api'
-    role: 'keyVaultSecretsUser'
-  }
+var containerGrants = [
   {
     principal: 'worker'
-    role: 'keyVaultSecretsUser'
+    role: 'storageBlobDataContributor'
   }
 ]
 var registryGrants = [
@@ -81,9 +81,23 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
 
+resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
+  name: '${storageAccountName}/default/${modelsContainerName}'
+}
+
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
 }
+
+resource apiSecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for secret in apiSecretNames: {
+  parent: vault
+  name: secret
+}]
+
+resource workerSecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for secret in workerSecretNames: {
+  parent: vault
+  name: secret
+}]
 
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
@@ -103,12 +117,34 @@ resource storageAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01'
   }
 }]
 
-resource vaultAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in vaultGrants: {
-  name: guid(vault.id, principals[grant.principal], roles[grant.role])
-  scope: vault
+resource containerAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for grant in containerGrants: {
+  name: guid(modelsContainer.id, principals[grant.principal], roles[grant.role])
+  scope: modelsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
     principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// Key Vault RBAC at the scope of one secret: each identity reads exactly what its settings
+// reference, and the worker (which runs tenants' data) can never read the API tokens.
+resource apiSecretAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (secret, i) in apiSecretNames: {
+  name: guid(apiSecrets[i].id, apiPrincipalId, roles.keyVaultSecretsUser)
+  scope: apiSecrets[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: apiPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource workerSecretAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (secret, i) in workerSecretNames: {
+  name: guid(workerSecrets[i].id, workerPrincipalId, roles.keyVaultSecretsUser)
+  scope: workerSecrets[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
+    principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
   }
 }]

@@ -4,17 +4,22 @@ param name string
 param location string
 param tags object
 
+@description('Refuse the public network (needs Premium, the SKU with private endpoints)')
+param denyPublicNetworkAccess bool
+
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
   name: name
   location: location
   tags: tags
   sku: {
-    name: 'Basic'
+    name: denyPublicNetworkAccess ? 'Premium' : 'Basic'
   }
   properties: {
     adminUserEnabled: false
     anonymousPullEnabled: false
-    publicNetworkAccess: 'Enabled'
+    publicNetworkAccess: denyPublicNetworkAccess ? 'Disabled' : 'Enabled'
+    // Lets `az acr build` (ACR Tasks) push while the public network is refused.
+    networkRuleBypassOptions: 'AzureServices'
   }
 }
 

@@ -5,7 +5,7 @@ param name string
 param location string
 param tags object
 
-@description('trainingsTable, workersTable, jobsQueue, poisonQueue, modelsContainer, deploymentContainer')
+@description('trainingsTable, workersTable, idempotencyTable, jobsQueue, poisonQueue, modelsContainer, deploymentContainer')
 param names object
 
 @description('Resume checkpoints (models/.resume/) not modified for this many days are deleted')
@@ -70,7 +70,7 @@ resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-0
   name: 'default'
 }
 
-resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for table in [names.trainingsTable, names.workersTable]: {
+resource tables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [for table in [names.trainingsTable, names.workersTable, names.idempotencyTable]: {
   parent: tableService
   name: table
 }]
