@@ -93,6 +93,17 @@ IDENTIFIER_SCHEMA: dict[str, Any] = {
     "minLength": 1,
     "maxLength": 256,
 }
+
+
+# A connection string's shape: `key=value` parts, one naming the account or the endpoint
+# (keys are case-insensitive; JSON Schema's regexes have no flag for that).
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
+
+
+_PART = r"\s*[^;=\s][^;=]*=[^;]*"
+_ACCOUNT = rf"\s*(?:{_any_case('AccountName')}|{_any_case('BlobEndpoint')})\s*=\s*[^;\s][^;]*"
+CONNECTION_STRING_PATTERN = rf"^(?:{_PART};)*{_ACCOUNT}(?:;{_PART})*;?$"
 # A folder: `/`-separated segments, none empty, `.` or `..` (the empty folder: the root).
 FOLDER_SCHEMA: dict[str, Any] = {
     "pattern": r"^(?!\s)(?:(?!\.\.?(?:/|$))[^/]+(?:/(?!\.\.?(?:/|$))[^/]+)*)?(?<!\s)$",
@@ -273,7 +284,11 @@ class StartTrainingRequest(BaseModel):
     folder: str = Field(json_schema_extra=FOLDER_SCHEMA)
     zipped: bool
     azure_connection_string: SecretStr | None = Field(
-        default=None, description="required when storage_type is azure"
+        default=None,
+        description="required when storage_type is azure: key=value parts, each key once, "
+        "naming AccountName or BlobEndpoint; outside dev an https endpoint on an Azure "
+        "Storage suffix whose host resolves to public addresses only",
+        json_schema_extra={"pattern": CONNECTION_STRING_PATTERN},
     )
     aws_access_key_id: SecretStr | None = Field(
         default=None, description="required when storage_type is aws"
