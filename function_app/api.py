@@ -7,6 +7,7 @@ The routes live in `routes/` (one module per resource), their dependencies in `d
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
@@ -41,7 +42,10 @@ def _schema_with_settings(app: FastAPI, settings: ApiSettings) -> dict[str, Any]
     """The OpenAPI schema, stating the limits this deployment's settings set."""
     if app.openapi_schema is not None:
         return app.openapi_schema
-    schema = FastAPI.openapi(app)  # builds it once and keeps it in app.openapi_schema
+    # A copy: FastAPI's schema holds the route's module-level request schema by reference,
+    # and every app of the process would see this app's limits.
+    schema = copy.deepcopy(FastAPI.openapi(app))
+    app.openapi_schema = schema
     start = schema["paths"]["/starttraining/"]["post"]["requestBody"]["content"]
     fields = start["application/json"]["schema"]["properties"]
     fields["batch_size"]["maximum"] = settings.max_batch_size

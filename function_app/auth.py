@@ -28,19 +28,28 @@ class Grant:
 def parse_tokens(value: str) -> list[Grant]:
     """Parse `AITRAINER_API_TOKENS`: comma-separated `token` or `token=profile|profile`.
 
-    An item splits at its last `=` only when a valid profile list follows, so a base64
-    token ending in `=` (or `==`) stays whole.
+    An item splits at its last `=`; nothing after it is a base64 token's padding (`abc==`
+    stays whole). Anything else after it must be a valid profile list: a typo such as
+    `tok=alice|` is refused (ValueError, naming the item's place, never the token) rather
+    than turned into a token nobody presents.
     """
     grants = []
-    for item in value.split(","):
+    for place, item in enumerate(value.split(","), start=1):
         item = item.strip()
-        token, _, listed = item.rpartition("=")
+        token, equals, listed = item.rpartition("=")
         token = token.strip()  # a presented token never carries spaces at its ends
-        profiles = [part.strip() for part in listed.split("|")]
-        if token and all(part and identifier_problem(part) is None for part in profiles):
-            grants.append(Grant(token.encode(), frozenset(profiles)))
-        elif item:
+        if not item:
+            continue
+        if not equals or not listed.strip() or not token:
             grants.append(Grant(item.encode(), None))
+            continue
+        profiles = [part.strip() for part in listed.split("|")]
+        if not all(part and identifier_problem(part) is None for part in profiles):
+            raise ValueError(
+                f"AITRAINER_API_TOKENS item {place}: what follows its last '=' must be "
+                "profile ids separated by '|' (each a valid profile_id)"
+            )
+        grants.append(Grant(token.encode(), frozenset(profiles)))
     return grants
 
 

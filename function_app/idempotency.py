@@ -64,16 +64,27 @@ def start_once(
         etag = keys.reserve(owner, key, digest, replacing)
     except KeyTaken:
         return _in_progress(refuse)
-    keys.prune(owner, now)
-    answer = start()
+    try:
+        answer = start()
+    except Exception:
+        _forget(keys, owner, key, etag)  # nothing started: a retry may use the key at once
+        raise
     try:
         if answer.status_code == 202:
             keys.complete(owner, key, etag, answer.status_code, bytes(answer.body).decode())
         else:
             keys.release(owner, key, etag)
-    except AzureError as error:  # the training is queued: answer so, even if not remembered
-        log.warning("idempotency key not recorded: %s", type(error).__name__)
+        keys.prune(owner, now)
+    except AzureError as error:  # the answer stands (a queued training stays queued)
+        log.warning("idempotency key bookkeeping failed: %s", type(error).__name__)
     return answer
+
+
+def _forget(keys: IdempotencyKeys, owner: str, key: str, etag: str) -> None:
+    try:
+        keys.release(owner, key, etag)
+    except AzureError as error:  # it expires as abandoned after ABANDONED_AFTER
+        log.warning("idempotency key not released: %s", type(error).__name__)
 
 
 def _in_progress(refuse: Refusal) -> JSONResponse:

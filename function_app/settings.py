@@ -40,8 +40,7 @@ class ApiSettings(CommonSettings):
             if self.env != "dev":
                 raise ValueError("AITRAINER_API_TOKENS must be set outside dev")
             self.api_tokens = SecretStr(DEV_API_TOKEN)
-        if self.env != "dev":
-            grants = parse_tokens(self.api_tokens.get_secret_value())
-            if any(grant.token == DEV_API_TOKEN.encode() for grant in grants):
-                raise ValueError("AITRAINER_API_TOKENS contains the published dev token")
+        grants = parse_tokens(self.api_tokens.get_secret_value())  # a typo fails at startup
+        if self.env != "dev" and any(grant.token == DEV_API_TOKEN.encode() for grant in grants):
+            raise ValueError("AITRAINER_API_TOKENS contains the published dev token")
         return self

@@ -61,6 +61,18 @@ Augmentation = Literal["auto", "none", "light", "standard"]
 AUGMENTATIONS: tuple[str, ...] = get_args(Augmentation)
 DEFAULT_AUGMENTATION: Augmentation = "auto"
 
+# Class imbalance (docs/training.md "Class imbalance"): "balanced" weights each class's loss by
+# total / (classes × its images); "auto" does so when the largest class has at least
+# AUTO_BALANCE_RATIO times the smallest one's images. Classification only.
+ClassWeighting = Literal["none", "balanced", "auto"]
+CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
+DEFAULT_CLASS_WEIGHTING: ClassWeighting = "auto"
+AUTO_BALANCE_RATIO = 3.0
+# A held-out test split, scored once with the best epoch's model: at most this share.
+MAX_TEST_FRACTION = 0.3
+# Per-class thresholds shipped with a classifier reach this precision on validation images.
+DEFAULT_THRESHOLD_PRECISION = 0.9
+
 DEFAULT_EPOCHS = 10
 DEFAULT_LEARNING_RATE = 0.01
 DEFAULT_IMAGE_SIZE = 224
@@ -96,13 +108,25 @@ IDENTIFIER_SCHEMA: dict[str, Any] = {
 
 
 # A connection string's shape: `key=value` parts, one naming the account or the endpoint
-# (keys are case-insensitive; JSON Schema's regexes have no flag for that).
+# (keys are case-insensitive; JSON Schema's regexes have no flag for that). Values keep to
+# the characters account keys and suffixes use, so whatever the pattern allows parses.
 def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
 
 
-_PART = r"\s*[^;=\s][^;=]*=[^;]*"
-_ACCOUNT = rf"\s*(?:{_any_case('AccountName')}|{_any_case('BlobEndpoint')})\s*=\s*[^;\s][^;]*"
+_ENDPOINT = (
+    r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+"
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}))?(?:/[A-Za-z0-9._~/-]*)?"
+)
+_OTHER_ENDPOINTS = "|".join(_any_case(f"{name}Endpoint") for name in ("Queue", "Table", "File"))
+_PART = (
+    rf"(?:\s*[A-Za-z][A-Za-z0-9]*\s*=[A-Za-z0-9+/=._-]*"
+    rf"|\s*(?:{_OTHER_ENDPOINTS})\s*=\s*{_ENDPOINT}\s*)"
+)
+_ACCOUNT = (
+    rf"\s*(?:{_any_case('AccountName')}\s*=\s*[A-Za-z0-9]+"
+    rf"|{_any_case('BlobEndpoint')}\s*=\s*{_ENDPOINT})\s*"
+)
 CONNECTION_STRING_PATTERN = rf"^(?:{_PART};)*{_ACCOUNT}(?:;{_PART})*;?$"
 # A folder: `/`-separated segments, none empty, `.` or `..` (the empty folder: the root).
 FOLDER_SCHEMA: dict[str, Any] = {
@@ -277,6 +301,30 @@ class StartTrainingRequest(BaseModel):
     )
     augmentation: Augmentation = DEFAULT_AUGMENTATION
     horizontal_flip: bool = True
+    patience: int | None = Field(
+        default=None,
+        description="stop after this many epochs without a better validation score "
+        "(the model delivered is the best epoch's); absent: train every epoch",
+        json_schema_extra={"minimum": 1, "maximum": MAX_EPOCHS},
+    )
+    class_weighting: ClassWeighting = Field(
+        default=DEFAULT_CLASS_WEIGHTING,
+        description="classification: weight each class's loss by total / (classes × its "
+        f"images); auto: when the largest class has ≥ {AUTO_BALANCE_RATIO:g}× the smallest's",
+    )
+    test_fraction: float | None = Field(
+        default=None,
+        description="classification: hold out this share of each class (stratified, seeded) "
+        "as a test split scored once with the best model (test_accuracy); a dataset's own "
+        "test/ folder is used without it",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_TEST_FRACTION},
+    )
+    threshold_precision: float = Field(
+        default=DEFAULT_THRESHOLD_PRECISION,
+        description="classification: the precision each class's shipped decision threshold "
+        "reaches on validation images",
+        json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
+    )
     storage_type: Literal["aws", "azure"]
     container: str = Field(
         json_schema_extra={"pattern": r"^[^/]*[^/\s][^/]*$", "maxLength": 255},
@@ -358,6 +406,26 @@ class StartTrainingRequest(BaseModel):
     @classmethod
     def _gamma(cls, value: float) -> float:
         _check_range("gamma", value, 0, MAX_GAMMA, low_open=True)
+        return value
+
+    @field_validator("patience")
+    @classmethod
+    def _patience(cls, value: int | None) -> int | None:
+        if value is not None:
+            _check_range("patience", value, 1, MAX_EPOCHS)
+        return value
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _test_fraction(cls, value: float | None) -> float | None:
+        if value is not None:
+            _check_range("test_fraction", value, 0, MAX_TEST_FRACTION, low_open=True)
+        return value
+
+    @field_validator("threshold_precision")
+    @classmethod
+    def _threshold_precision(cls, value: float) -> float:
+        _check_range("threshold_precision", value, 0, 1, low_open=True)
         return value
 
     @field_validator("export")
@@ -451,6 +519,12 @@ class StartTrainingRequest(BaseModel):
                 f"(allowed: {', '.join(architectures)})",
             )
         if self.model_type == "detection":
+            if self.class_weighting == "balanced":
+                raise _fail(
+                    "class_weighting", "class_weighting 'balanced' is for classification only"
+                )
+            if self.test_fraction is not None:
+                raise _fail("test_fraction", "test_fraction is for classification only")
             # SSDlite's head normalises 1×1 feature maps: batch norm needs two images.
             if self.batch_size < MIN_DETECTION_BATCH_SIZE:
                 raise _fail(
@@ -545,6 +619,10 @@ class TrainingParams(BaseModel):
     # Rows written before these fields existed read as the defaults.
     augmentation: Augmentation = DEFAULT_AUGMENTATION
     horizontal_flip: bool = True
+    patience: int | None = None
+    class_weighting: ClassWeighting = DEFAULT_CLASS_WEIGHTING
+    test_fraction: float | None = None
+    threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
 
 
 class DatasetLocation(BaseModel):
@@ -589,6 +667,7 @@ class TrainingRow(BaseModel):
     current_epoch: int = 0
     loss: float | None = None
     accuracy: float | None = None
+    test_accuracy: float | None = None
     last_epoch_duration_seconds: float | None = None
     created: datetime = Field(default_factory=utcnow)
     lastupdate: datetime = Field(default_factory=utcnow)
@@ -685,6 +764,11 @@ class StatusResponse(BaseModel):
     epochs: int
     loss: float | None
     accuracy: float | None = Field(description="Validation accuracy as a fraction in [0, 1].")
+    test_accuracy: float | None = Field(
+        default=None,
+        description="The delivered model's accuracy on the held-out test split (a test/ "
+        "folder or test_fraction), scored once; null without one.",
+    )
     lastupdate: datetime = Field(description="ISO 8601, UTC.")
     last_epoch_duration_seconds: float | None
     message: str
@@ -711,6 +795,7 @@ class StatusResponse(BaseModel):
             epochs=row.params.epochs,
             loss=row.loss,
             accuracy=row.accuracy,
+            test_accuracy=row.test_accuracy,
             lastupdate=row.lastupdate,
             last_epoch_duration_seconds=row.last_epoch_duration_seconds,
             message=row.message,

@@ -29,6 +29,10 @@ class SealError(ValueError):
     """The sealed text is damaged, from another job, or sealed under a key not in the ring."""
 
 
+class UnknownKey(SealError):
+    """Sealed under a key id the ring does not hold (yet: a rotation may be under way)."""
+
+
 def key_id(key: bytes) -> str:
     """A short public name of a key (an HMAC of a constant: it tells nothing of the key)."""
     return hmac.new(key, b"aitrainer-sealing-key-id", hashlib.sha256).hexdigest()[:16]
@@ -77,7 +81,7 @@ def unseal(
         sealed_id, _, payload = rest.partition(".")
         key = ring.opening(sealed_id)
         if key is None:
-            raise SealError(f"sealed under key {sealed_id}, which the key ring does not hold")
+            raise UnknownKey(f"sealed under key {sealed_id}, which the key ring does not hold")
         if job_id is None:
             raise SealError("sealed for a job id, but the job's row has none")
         return _open(key, payload, _associated_data(profile_id, project_name, job_id))

@@ -26,7 +26,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from pydantic import ValidationError
 
 from shared.contract import JobMessage, State, StatusResponse, TrainingRow, utcnow
-from shared.sealing import SealError, unseal
+from shared.sealing import SealError, UnknownKey, unseal
 from shared.storage.account import StorageAccount
 from shared.storage.jobs import JobsTable, TrainingNotFound
 from shared.storage.queue import JobQueue, Lease, LeaseLost
@@ -231,6 +231,13 @@ class Worker:
                 found[0].job_id,
             )
         except SealError as error:  # our own sentence: it names a key id, never a secret
+            if isinstance(error, UnknownKey) and lease.dequeue_count < self.settings.max_deliveries:
+                # Sealed by an API that already has a new key this worker has not: a rotation
+                # under way (docs/deploy.md). A restarted worker will hold it; try again later.
+                log.warning("job %s: %s; its message comes back later", key, error)
+                delay = self.settings.retry_delay_seconds
+                self._settle(lambda lease: self.queue.extend(lease, delay))
+                return
             self._give_up(message, f"the job's credentials could not be opened: {error}")
             return
         try:
@@ -256,7 +263,8 @@ class Worker:
         """Own the row, if the holder rule allows it (worker/claim.py)."""
 
         def change(row: TrainingRow) -> None:
-            if row.state.finished:
+            # Finished, or deleted and started again since this message was read: not ours.
+            if row.state.finished or row.job_id != message.job_id:
                 raise LostJob(message.project_name)
             holder = None
             if row.worker_id not in (None, self.id):

@@ -29,7 +29,7 @@ from shared.contract import (
 )
 from shared.sealing import seal
 from shared.storage.artifacts import resume_prefix, training_prefix
-from shared.storage.jobs import StaleRow, TrainingExists, TrainingNotFound
+from shared.storage.jobs import ANY_ETAG, StaleRow, TrainingExists, TrainingNotFound
 
 from .. import idempotency
 from ..auth import Grant
@@ -153,7 +153,7 @@ def _start(
 def _start_now(services: Services, grant: Grant, start: StartTrainingRequest) -> JSONResponse:
     ids = {"profile_id": start.profile_id, "project_name": start.project_name}
     try:
-        answer = _queue(services, start, grant.fingerprint)
+        answer = _queue(services, start, grant)
     except TooManyActive as busy:
         refusal = _seed_failure(
             429,
@@ -209,7 +209,7 @@ RETRY_AFTER_RACE_SECONDS = 1
 
 
 def _queue(
-    services: Services, request: StartTrainingRequest, started_by: str
+    services: Services, request: StartTrainingRequest, grant: Grant
 ) -> StartTrainingResponse:
     """Insert the row (the uniqueness check), check the token's cap, then queue its message.
 
@@ -220,7 +220,7 @@ def _queue(
     webhook_url = request.webhook_url or services.settings.default_webhook_url
     job_id = uuid.uuid4().hex
     row = TrainingRow.from_request(request, webhook_url, job_id)
-    row.started_by = started_by
+    row.started_by = grant.fingerprint
     message = JobMessage(
         profile_id=request.profile_id,
         project_name=request.project_name,
@@ -233,19 +233,19 @@ def _queue(
             job_id,
         ),
     )
-    etag = services.jobs.insert(row)
-    cap = services.settings.max_active_per_token
-    active = services.jobs.active_since(started_by)
-    if len(active) > cap:
-        services.jobs.delete(row.profile_id, row.project_name, etag)
-        raced = sum(created < row.created for created in active) < cap
-        retry = RETRY_AFTER_RACE_SECONDS if raced else RETRY_AFTER_BUSY_SECONDS
-        raise TooManyActive(len(active) - 1, cap, retry)
+    services.jobs.insert(row)
     try:
+        cap = services.settings.max_active_per_token
+        active = services.jobs.active_since(grant.fingerprint, grant.profiles)
+        if len(active) > cap:
+            raced = sum(created < row.created for created in active) < cap
+            retry = RETRY_AFTER_RACE_SECONDS if raced else RETRY_AFTER_BUSY_SECONDS
+            raise TooManyActive(len(active) - 1, cap, retry)
         services.queue.send(message.model_dump_json())
-    except AzureError:
-        # Without its message the row would wait forever: remove it so the name stays usable.
-        services.jobs.delete(row.profile_id, row.project_name, etag)
+    except (AzureError, TooManyActive):
+        # Without its message the row would wait forever: remove it (whatever changed it
+        # since, a cancel for one) so the name stays usable and the cap counts it no more.
+        services.jobs.delete(row.profile_id, row.project_name, ANY_ETAG)
         raise
     log.info("training %s/%s queued", row.profile_id, row.project_name)
     return StartTrainingResponse(

@@ -249,6 +249,10 @@ module rbac 'modules/rbac.bicep' = {
   params: {
     storageAccountName: storage.outputs.name
     modelsContainerName: storageNames.modelsContainer
+    workerTableNames: [
+      storageNames.trainingsTable
+      storageNames.workersTable
+    ]
     keyVaultName: keyVault.outputs.name
     apiSecretNames: [for item in items(apiSecretSettings): item.value]
     workerSecretNames: [for item in items(workerSecretSettings): item.value]

@@ -1,6 +1,6 @@
 #!/bin/sh
-# azd postdeploy hook: build the worker image in Azure Container Registry (no local Docker),
-# then point the worker at it: the Container Apps job's image, or each VM's /etc/aitrainer/image
+# azd predeploy hook (workers first: they read what the new API queues): build the worker
+# image in Azure Container Registry (no local Docker), then point the worker at it: the Container Apps job's image, or each VM's /etc/aitrainer/image
 # and a restart of its workers. Skips the build when the registry already has this tag.
 set -eu
 

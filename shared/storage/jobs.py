@@ -11,6 +11,9 @@ from azure.data.tables import TableClient, UpdateMode
 
 from shared.contract import FINISHED_STATES, TrainingRow
 
+# An ETag that matches whatever the row holds now: delete it unconditionally.
+ANY_ETAG = "*"
+
 
 class TrainingExists(Exception):
     """A training with this (profile_id, project_name) already exists."""
@@ -88,15 +91,21 @@ class JobsTable:
         except ResourceModifiedError as error:
             raise StaleRow(profile_id, project_name) from error
 
-    def active_since(self, started_by: str) -> list[datetime]:
+    def active_since(
+        self, started_by: str, profiles: frozenset[str] | None = None
+    ) -> list[datetime]:
         """When each training the token with this fingerprint has queued or running was
-        created. A scan of the table (started_by is no key): cheap at thousands of rows."""
+        created. A token limited to `profiles` is looked for in their partitions only; an
+        unlimited one costs a scan of the table (started_by is no key)."""
         finished = " and ".join(f"state ne '{state.value}'" for state in FINISHED_STATES)
-        entities = self.client.query_entities(
-            f"started_by eq @token and {finished}",
-            parameters={"token": started_by},
-            select=["created"],
-        )
+        names = sorted(profiles or ())
+        parameters = {"token": started_by} | {f"p{n}": name for n, name in enumerate(names)}
+        where = f"started_by eq @token and {finished}"
+        if names:
+            partitions = " or ".join(f"PartitionKey eq @p{n}" for n in range(len(names)))
+            # Spaced: the SDK finds @parameters between spaces only.
+            where = f"( {partitions} ) and {where}"
+        entities = self.client.query_entities(where, parameters=parameters, select=["created"])
         return [entity["created"] for entity in entities]
 
     def list_profile(self, profile_id: str) -> list[TrainingRow]:

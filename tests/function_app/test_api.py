@@ -69,6 +69,11 @@ def test_missing_or_wrong_token_is_401_on_every_route(
     assert "Authorization" in response.json()["message"]
 
 
+def batch_size_maximum(spec: dict[str, object]) -> object:
+    body = spec["paths"]["/starttraining/"]["post"]["requestBody"]["content"]  # type: ignore[index]
+    return body["application/json"]["schema"]["properties"]["batch_size"]["maximum"]
+
+
 def test_docs_and_openapi_need_no_token(api_url: str) -> None:
     spec = httpx.get(f"{api_url}/openapi.json").json()
     for path in (
@@ -84,6 +89,16 @@ def test_docs_and_openapi_need_no_token(api_url: str) -> None:
     fields = request_schema["application/json"]["schema"]["properties"]
     assert fields["epochs"]["maximum"] == 99
     assert fields["batch_size"]["maximum"] == ApiSettings(env="dev").max_batch_size
+    # Each app states its own deployment's limit (a schema shared between apps would not).
+    for limit in (8, 64):
+        assert (
+            batch_size_maximum(create_app(ApiSettings(env="dev", max_batch_size=limit)).openapi())
+            == limit
+        )
+    assert (
+        batch_size_maximum(httpx.get(f"{api_url}/openapi.json").json())
+        == fields["batch_size"]["maximum"]
+    )
     # Every path identifier states its rule (the five operations fuzzers found looser).
     identifiers = [
         parameter["schema"]

@@ -17,9 +17,7 @@ from function_app.auth import Grant, matching_grant, parse_tokens
         ("c2VjcmV0IHRva2Vu==", [("c2VjcmV0IHRva2Vu==", None)]),
         ("c2VjcmV0IHRva2Vu=", [("c2VjcmV0IHRva2Vu=", None)]),
         ("c2VjcmV0IHRva2Vu==alice", [("c2VjcmV0IHRva2Vu=", {"alice"})]),
-        ("tok=a/b", [("tok=a/b", None)]),  # not a valid profile id: part of the token
-        ("tok=alice|", [("tok=alice|", None)]),
-        ("=alice", [("=alice", None)]),
+        ("=alice", [("=alice", None)]),  # no token before the '=': the whole item is one
         (",, ,", []),
     ],
 )
@@ -31,6 +29,15 @@ def test_an_item_splits_at_its_last_equals_only_before_a_profile_list(
         for grant in parse_tokens(value)
     ]
     assert parsed == expected
+
+
+@pytest.mark.parametrize("value", ["ok,tok=a/b", "ok,tok=alice|", "ok,secret-token=al ice|"])
+def test_an_item_with_a_broken_profile_list_is_refused_naming_its_place_not_its_token(
+    value: str,
+) -> None:
+    with pytest.raises(ValueError, match="AITRAINER_API_TOKENS item 2:") as refused:
+        parse_tokens(value)
+    assert "tok" not in str(refused.value)
 
 
 def test_the_matching_grant_is_found_in_every_header_form() -> None:

@@ -79,6 +79,19 @@ def test_a_token_past_its_cap_gets_429_naming_the_number_active(
     assert client.post("/starttraining/", json=bodies[CAP]).status_code == 202
 
 
+def test_a_profile_limited_tokens_cap_counts_all_its_profiles(
+    capped: tuple[ApiSettings, str],
+) -> None:
+    _, url = capped
+    limited = as_token(url, LIMITED_TOKEN)  # alice|bob: counted in both partitions
+    for profile in ("alice", "bob"):
+        assert (
+            limited.post("/starttraining/", json=start_body(profile_id=profile)).status_code == 202
+        )
+    refused = limited.post("/starttraining/", json=start_body(profile_id="alice"))
+    assert refused.status_code == 429 and f"has {CAP} trainings" in refused.json()["message"]
+
+
 def test_racing_starts_never_exceed_the_cap(capped: tuple[ApiSettings, str]) -> None:
     settings, url = capped
     client = as_token(url, TOKEN)

@@ -270,6 +270,10 @@ def test_defaults_and_duplicate_exports_reach_the_status(http: httpx.Client) -> 
         "architecture": "mobilenet_v3_large",
         "augmentation": "auto",
         "horizontal_flip": True,
+        "patience": None,
+        "class_weighting": "auto",
+        "test_fraction": None,
+        "threshold_precision": 0.9,
     }
     assert status["epochs"] == 10
 

@@ -48,10 +48,12 @@ def test_the_api_service_is_the_folder_the_packaging_script_writes_before_restor
         assert PACKAGE_COMMAND.replace("python3", "python") in api["hooks"][hook]["windows"]["run"]
 
 
-def test_the_worker_is_not_an_azd_service_and_its_image_hook_runs_after_deploy() -> None:
+def test_the_worker_is_not_an_azd_service_and_its_image_hook_runs_before_the_api() -> None:
     assert set(azure_yaml()["services"]) == {"api"}  # azd cannot deploy to VMs or ACA jobs
     hooks = azure_yaml()["hooks"]
-    assert hooks["postdeploy"]["posix"]["run"] == "infra/hooks/worker-image.sh"
+    # Workers first: an older worker cannot read the messages a newer API queues.
+    assert hooks["predeploy"]["posix"]["run"] == "infra/hooks/worker-image.sh"
+    assert "postdeploy" not in hooks
     assert hooks["preprovision"]["posix"]["run"] == "infra/hooks/preprovision.sh"
 
 

@@ -4,6 +4,7 @@ properties, identities and roles, and that every setting the code requires is se
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -207,8 +208,13 @@ def principal_of(assignment: dict[str, Any]) -> str:
     return str(assignment["properties"]["principalId"]).removesuffix("PrincipalId")
 
 
-def secret_grants() -> dict[str, dict[str, Any]]:
-    """principal → the per-secret Key Vault assignment: its scope, role and secret list."""
+SECRET = "Microsoft.KeyVault/vaults/secrets"
+TABLE = "Microsoft.Storage/storageAccounts/tableServices/tables"
+
+
+def per_resource_grants() -> dict[tuple[str, str], dict[str, Any]]:
+    """(principal, resource type) → the assignment made once per listed resource (Key Vault
+    secrets, tables): its role, the list main.bicep passes, the existing resource's config."""
     rbac = module("rbac")
     found = {}
     for name, config in resources(rbac, "Microsoft.Authorization/roleAssignments").items():
@@ -216,18 +222,16 @@ def secret_grants() -> dict[str, dict[str, Any]]:
         if loop["item_name"] == "grant":
             continue
         role = config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
-        assert "guid" in json.dumps(config["name"]) and principal_of(config) in json.dumps(
-            config["name"]
-        )
-        principal = principal_of(config)
-        scope = config["scope"]["operator"]["operands"]["operand_1"]
-        secrets = rbac["resources"][scope]
-        assert secrets["existing"] and secrets["type"] == "Microsoft.KeyVault/vaults/secrets"
-        assert secrets["config"]["config"]["parent"] == "vault"
-        assert secrets["config"]["loop_type"]["detail"]["array_name"] == loop["array_name"]
-        found[principal] = {
+        assert principal_of(config) in json.dumps(config["name"])  # one name per principal
+        scope = config["scope"]["operator"]["operands"]
+        assert scope["operand_2"] == loop["index_name"]  # each assignment on its own resource
+        target = rbac["resources"][scope["operand_1"]]
+        assert target["existing"]
+        assert target["config"]["loop_type"]["detail"]["array_name"] == loop["array_name"]
+        found[(principal_of(config), target["type"])] = {
             "role": {v: k for k, v in ROLE_IDS.items()}[resolve(role, rbac)],
-            "secrets": module_params("rbac")[loop["array_name"]],
+            "listed": module_params("rbac")[loop["array_name"]],
+            "resource": target["config"]["config"],
         }
     return found
 
@@ -236,7 +240,8 @@ def test_role_assignments_give_each_identity_what_its_code_does() -> None:
     found = grants()
     api_storage, worker_storage = found[("storage", "api")], found[("storage", "worker")]
     storage_data = {"Storage Queue Data Contributor", "Storage Table Data Contributor"}
-    assert storage_data <= api_storage and storage_data == worker_storage
+    assert storage_data <= api_storage
+    assert worker_storage == {"Storage Queue Data Contributor"}  # its tables: one by one
     # The Functions host's own storage (AzureWebJobsStorage) needs blob ownership.
     assert "Storage Blob Data Owner" in api_storage
     # The worker's blob access is the models container's only (not the Functions package).
@@ -256,31 +261,42 @@ def test_role_assignments_give_each_identity_what_its_code_does() -> None:
     params = module_params("rbac")
     assert "apiPrincipalId" in json.dumps(params["apiPrincipalId"])
     assert "workerPrincipalId" in json.dumps(params["workerPrincipalId"])
+    assert set(per_resource_grants()) == {("api", SECRET), ("worker", SECRET), ("worker", TABLE)}
 
 
 def test_each_identity_reads_exactly_the_key_vault_secrets_its_settings_reference() -> None:
-    found = secret_grants()
-    assert set(found) == {"api", "worker"}
+    found = per_resource_grants()
     secret_names = object_items("secretNames", main())
     for principal, settings in (("api", "apiSecretSettings"), ("worker", "workerSecretSettings")):
-        assert found[principal]["role"] == "Key Vault Secrets User"
+        grant = found[(principal, SECRET)]
+        assert grant["role"] == "Key Vault Secrets User"
+        assert grant["resource"] == {"parent": "vault", "name": "secret"}
         # [for item in items(<settings>): item.value]: the secrets its settings reference.
-        listed = found[principal]["secrets"]
+        listed = grant["listed"]
         assert listed["loop_type"]["detail"]["array_name"]["function"] == {
             "type": "items",
             "parameters": {"arg_1": settings},
         }
-        assert json.dumps(listed["config"]) == json.dumps(
-            {
-                "operator": {
-                    "type": "property_accessor",
-                    "operands": {"operand_1": "item", "operand_2": "value"},
-                }
+        assert listed["config"] == {
+            "operator": {
+                "type": "property_accessor",
+                "operands": {"operand_1": "item", "operand_2": "value"},
             }
-        )
+        }
     worker_reads = set(object_items("workerSecretSettings", main()).values())
     assert secret_names["apiTokens"] not in worker_reads  # the worker never holds the API tokens
     assert {"sealing-key", "webhook-secret", "sealing-old-keys"} == worker_reads
+
+
+def test_the_worker_writes_its_two_tables_only() -> None:
+    grant = per_resource_grants()[("worker", TABLE)]
+    assert grant["role"] == "Storage Table Data Contributor"
+    assert grant["resource"] == {"name": "${storageAccountName}/default/${table}"}
+    names = {resolve(item, main()) for item in grant["listed"]}
+    settings = object_items("commonSettings", main())
+    assert names == {settings["AITRAINER_TRAININGS_TABLE"], settings["AITRAINER_WORKERS_TABLE"]}
+    # The API replays idempotency records: a worker that could write them could forge answers.
+    assert settings["AITRAINER_IDEMPOTENCY_TABLE"] not in names
 
 
 def test_apps_wait_for_their_role_assignments() -> None:
@@ -466,11 +482,26 @@ def test_key_vault_keeps_deleted_secrets_and_both_it_and_the_registry_can_refuse
     assert account["properties"]["publicNetworkAccess"] == "Enabled"
 
 
+# Azure refuses to change an existing VM's customData (PropertyChangeNotAllowed): every
+# deployed environment's next `azd provision` would fail. The unit evolves through
+# configure.sh (the run command) instead. Change this hash only with a migration plan.
+CLOUD_INIT_SHA256 = "a9c7c23dbf31b5e103861dcd51a550e6c36ebfdda0a2575f7868cff4fe3564c7"
+
+
+def test_the_vm_custom_data_never_changes() -> None:
+    cloud_init = (BICEP / "modules" / "worker-vm" / "cloud-init.yaml").read_bytes()
+    assert hashlib.sha256(cloud_init).hexdigest() == CLOUD_INIT_SHA256
+
+
 def test_the_worker_container_runs_without_capabilities_on_a_read_only_root() -> None:
-    cloud_init = (BICEP / "modules" / "worker-vm" / "cloud-init.yaml").read_text()
-    (run,) = [
-        line for line in cloud_init.splitlines() if "ExecStart=" in line and "docker run" in line
-    ]
+    script = (BICEP / "modules" / "worker-vm" / "configure.sh").read_text()
+    drop_in = script.split("<<'UNIT'\n", 1)[1].split("\nUNIT\n", 1)[0]
+    assert "/etc/systemd/system/aitrainer-worker@.service.d/" in script
+    lines = drop_in.splitlines()
+    assert lines[0] == "[Service]"
+    (run,) = [line for line in lines if "docker run" in line]
+    # An empty ExecStart= first: it replaces cloud-init's command instead of adding one.
+    assert lines.index("ExecStart=") == lines.index(run) - 1
     for flag in (
         "--cap-drop ALL",
         "--security-opt no-new-privileges",
@@ -478,12 +509,16 @@ def test_the_worker_container_runs_without_capabilities_on_a_read_only_root() ->
         "--tmpfs /tmp:",
         "--env TMPDIR=/work/tmp",
         "--volume /mnt/aitrainer/%i:/work",
+        "--gpus device=%i",
     ):
         assert flag in run, flag
     assert "--privileged" not in run
-    assert 'install -d -o 10001 -g 10001 -m 0700 "/mnt/aitrainer/$1" "/mnt/aitrainer/$1/tmp"' in (
-        cloud_init
-    )
+    cloud_init = (BICEP / "modules" / "worker-vm" / "cloud-init.yaml").read_text()
+    (original,) = [ln for ln in cloud_init.splitlines() if "ExecStart=" in ln and "docker" in ln]
+    # The same container otherwise: every option of cloud-init's command is still passed.
+    for option in original.split("docker run", 1)[1].split():
+        assert option in run, option
+    assert "/mnt/aitrainer/%i/tmp -mindepth 1 -delete" in drop_in
 
 
 # --- the worker -----------------------------------------------------------------------------------

@@ -66,12 +66,24 @@ def test_every_container_the_schema_allows_is_accepted(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "field", ["epochs", "learning_rate", "image_size", "batch_size", "step_size", "gamma"]
+    "field",
+    [
+        "epochs",
+        "learning_rate",
+        "image_size",
+        "batch_size",
+        "step_size",
+        "gamma",
+        "patience",
+        "test_fraction",
+        "threshold_precision",
+    ],
 )
 def test_numeric_bounds_are_the_validators_bounds(field: str) -> None:
     rule = FIELDS[field]
-    step: float = 1 if rule["type"] == "integer" else 1e-9
-    number = int if rule["type"] == "integer" else float
+    kind = rule.get("type") or rule["anyOf"][0]["type"]  # optional fields: number or null
+    step: float = 1 if kind == "integer" else 1e-9
+    number = int if kind == "integer" else float
     assert "minimum" in rule or "exclusiveMinimum" in rule
     if "minimum" in rule:
         assert accepts(**{field: number(rule["minimum"])})

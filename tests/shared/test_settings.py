@@ -44,6 +44,7 @@ def test_prod_with_safe_values_starts() -> None:
         ({"api_tokens": None}, "AITRAINER_API_TOKENS must be set"),
         ({"api_tokens": " "}, "AITRAINER_API_TOKENS must be set"),
         ({"api_tokens": "dev-token"}, "published dev token"),
+        ({"api_tokens": "s3cret=alice|"}, "AITRAINER_API_TOKENS item 1"),
         ({"sealing_key": None}, "AITRAINER_SEALING_KEY must be set"),
         ({"sealing_key": DEV_SEALING_KEY}, "published example key"),
         ({"sealing_key": base64.b64encode(b"short").decode()}, "base64 encoding of 32 bytes"),

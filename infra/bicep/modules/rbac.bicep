@@ -5,6 +5,8 @@
 param storageAccountName string
 @description('The container of exports and checkpoints: all the blob access the worker has')
 param modelsContainerName string
+@description('The tables the worker writes (trainings, workers): not the API\'s idempotency keys')
+param workerTableNames array
 param keyVaultName string
 @description('The Key Vault secrets the API reads (its settings\' references), one grant each')
 param apiSecretNames array
@@ -33,8 +35,9 @@ var principals = {
 // api: the Functions host's own storage (AzureWebJobsStorage wants Blob Data Owner), the
 // deployment package, the models container and the user delegation key behind download SAS
 // (generateUserDelegationKey is part of both blob data roles); rows and queue messages.
-// worker: rows and heartbeats, queue leases and the poison queue (KEDA's azure-queue scaler
-// reads the queue length with the same identity); blobs in the models container only
+// worker: queue leases and the poison queue (KEDA's azure-queue scaler reads the queue
+// length with the same identity); rows and heartbeats in its two tables only (never the
+// idempotency keys, whose records the API replays); blobs in the models container only
 // (containerGrants), never the Functions package.
 var storageGrants = [
   {
@@ -52,10 +55,6 @@ var storageGrants = [
   {
     principal: 'worker'
     role: 'storageQueueDataContributor'
-  }
-  {
-    principal: 'worker'
-    role: 'storageTableDataContributor'
   }
 ]
 var containerGrants = [
@@ -84,6 +83,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
 resource modelsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' existing = {
   name: '${storageAccountName}/default/${modelsContainerName}'
 }
+
+resource workerTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = [for table in workerTableNames: {
+  name: '${storageAccountName}/default/${table}'
+}]
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
@@ -123,6 +126,16 @@ resource containerAssignments 'Microsoft.Authorization/roleAssignments@2022-04-0
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles[grant.role])
     principalId: principals[grant.principal]
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource workerTableAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (table, i) in workerTableNames: {
+  name: guid(workerTables[i].id, workerPrincipalId, roles.storageTableDataContributor)
+  scope: workerTables[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: workerPrincipalId
     principalType: 'ServicePrincipal'
   }
 }]

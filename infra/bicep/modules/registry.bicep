@@ -18,8 +18,6 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
     adminUserEnabled: false
     anonymousPullEnabled: false
     publicNetworkAccess: denyPublicNetworkAccess ? 'Disabled' : 'Enabled'
-    // Lets `az acr build` (ACR Tasks) push while the public network is refused.
-    networkRuleBypassOptions: 'AzureServices'
   }
 }
 
