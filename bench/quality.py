@@ -85,8 +85,10 @@ class Score:
     seconds: float
 
 
-def split(items: list[tuple[str, Image.Image]], seed: int = 0) -> tuple[list, list]:
-    """A stratified split: HELD_OUT images set aside in proportion to each class."""
+def split(
+    items: list[tuple[str, Image.Image]], seed: int = 0, held_out: int = HELD_OUT
+) -> tuple[list, list]:
+    """A stratified split: held_out images set aside in proportion to each class."""
     by_class: dict[str, list[Image.Image]] = defaultdict(list)
     for name, image in items:
         by_class[name].append(image)
@@ -95,7 +97,7 @@ def split(items: list[tuple[str, Image.Image]], seed: int = 0) -> tuple[list, li
     for name in sorted(by_class):
         images = by_class[name][:]
         rng.shuffle(images)
-        count = round(HELD_OUT * len(images) / len(items))
+        count = round(held_out * len(images) / len(items))
         held += [(name, image) for image in images[:count]]
         kept += [(name, image) for image in images[count:]]
     return kept, held

@@ -40,6 +40,7 @@ from worker.engine.data import DatasetError, WeightsMissingError
 from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult
 from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
+from worker.export.manifest import ClassThresholds
 from worker.ingest.fetch import FetchLimits, fetch, open_source
 from worker.ingest.source import IngestError
 from worker.settings import WorkerSettings
@@ -269,6 +270,10 @@ class Job:
             task=params.model_type,
             augmentation=params.augmentation,
             horizontal_flip=params.horizontal_flip,
+            patience=params.patience,
+            class_weighting=params.class_weighting,
+            test_fraction=params.test_fraction,
+            threshold_precision=params.threshold_precision,
         )
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
@@ -398,6 +403,7 @@ class Job:
                 export_dir,
                 metrics=report_summary(result),
                 model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
+                class_thresholds=shipped_thresholds(result, self.row.params.threshold_precision),
             )
         except ExportFailed as error:
             manifest, failure = error.manifest, str(error)
@@ -427,6 +433,8 @@ class Job:
             row.exports = exports
             row.files = {key: prefix + blob for key, blob in files.items()}
             row.accuracy = result.best_val_accuracy  # the delivered model is the best epoch's
+            if result.test_report is not None:
+                row.test_accuracy = result.test_report.accuracy
 
         self.update(change)
         if failure:
@@ -434,13 +442,27 @@ class Job:
         notes = [
             f"best validation {self.task.score_name} {result.best_val_accuracy:.1%} "
             f"at epoch {result.best_epoch}",
-            f"exported {', '.join(formats)}, each checked against the PyTorch model",
         ]
+        if result.test_report is not None:
+            notes.append(
+                f"test {self.task.score_name} {result.test_report.accuracy:.1%} on "
+                f"{plural(result.test_images, 'held-out image')}"
+            )
+        notes.append(f"exported {', '.join(formats)}, each checked against the PyTorch model")
         if result.skipped:
             notes.append(f"{plural(result.skipped, self.task.skipped_noun)} skipped")
         if not result.pretrained:
             notes.append("trained from scratch (no ImageNet weights in the cache)")
-        message = f"trained {self.row.params.epochs} epochs; " + "; ".join(notes)
+        trained = len(result.history)
+        if result.stopped_early:
+            message = (
+                f"stopped early after epoch {trained} of {self.row.params.epochs}: no better "
+                f"validation {self.task.score_name} for {self.row.params.patience} epochs "
+                "(patience); "
+            )
+        else:
+            message = f"trained {trained} epochs; "
+        message += "; ".join(notes)
         floor = self.task.learned_floor(len(result.class_names))
         if result.best_val_accuracy < floor:
             message = did_not_learn(self.task.score_name, result, floor) + "; " + message
@@ -473,13 +495,29 @@ def did_not_learn(score_name: str, result: TrainResult, floor: float) -> str:
 
 
 def report_summary(result: TrainResult) -> dict[str, Any]:
-    """The metrics the manifest carries: best epoch, accuracy and per-class figures."""
+    """The metrics the manifest carries: best epoch, accuracy and per-class figures, and the
+    test split's report (per class, confusion matrix) when the run had one."""
     return {
         "best_epoch": result.best_epoch,
         "best_val_accuracy": result.best_val_accuracy,
+        "epochs_trained": len(result.history),
+        "stopped_early": result.stopped_early,
         "train_images": result.train_images,
         "val_images": result.val_images,
+        "test_images": result.test_images,
         "skipped_images": result.skipped,
         "pretrained": result.pretrained,
         "report": asdict(result.report),
+        "test_report": asdict(result.test_report) if result.test_report is not None else None,
     }
+
+
+def shipped_thresholds(result: TrainResult, precision: float) -> ClassThresholds | None:
+    """The classifier's per-class decision thresholds, as the manifest and files carry them."""
+    thresholds = getattr(result.report, "class_thresholds", None)
+    if thresholds is None:
+        return None
+    return ClassThresholds(
+        target_precision=precision,
+        thresholds=dict(zip(result.class_names, thresholds, strict=True)),
+    )

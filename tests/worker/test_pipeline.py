@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from typing import Any
 
 import httpx
+import onnxruntime
 import requests
 
 from dev.sample_data import dataset_files, zip_bytes
@@ -162,6 +164,16 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         assert hashlib.sha256(content).hexdigest() == listed[name], name
     assert all(result["status"] == "passed" for result in manifest["formats"].values())
     assert requests.get(status["files"]["labels"], timeout=30).text == "bad\ngood\n"
+    # Per-class decision thresholds: in the manifest and inside the ONNX file, read back by
+    # onnxruntime as an app would (the same JSON in both).
+    shipped = manifest["class_thresholds"]
+    assert shipped["target_precision"] == 0.9 and shipped["measured_on"] == "validation"
+    assert list(shipped["thresholds"]) == ["bad", "good"]
+    assert all(t is None or 0 < t <= 1 for t in shipped["thresholds"].values())
+    onnx_file = requests.get(status["exports"]["onnx"], timeout=30).content
+    session = onnxruntime.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    inside = session.get_modelmeta().custom_metadata_map["class_thresholds"]
+    assert json.loads(inside) == shipped
     state_dict = requests.get(status["files"]["model_state_dict"], timeout=30).content
     assert hashlib.sha256(state_dict).hexdigest() == listed["model_state_dict.pt"]
     stored = all_storage_text(settings)

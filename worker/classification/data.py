@@ -19,12 +19,13 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 TRAIN_DIR = "train"
 VAL_DIR = "val"
+TEST_DIR = "test"  # optional, beside train/ and val/: scored once, never trained on
 # Enough names to act on in a status message without making it a wall of text.
 MAX_LISTED_SKIPPED = 20
 MAX_READ_THREADS = 32
 
 Layout = Literal["train_val", "class_folders"]
-Split = Literal["train", "val"]
+Split = Literal["train", "val", "test"]
 ImageReader = Callable[[int, Path], None]
 """Reads the image at a layout row; raises if the file cannot be decoded."""
 
@@ -61,10 +62,11 @@ class DatasetSplit:
     skipped: int
     skipped_files: tuple[str, ...]  # relative to root, the first MAX_LISTED_SKIPPED
     rows: int  # len(DatasetLayout.files): the rows a cache indexed by ImageFile.row needs
+    test: tuple[ImageFile, ...] = ()  # a test/ folder's images, or those test_fraction held out
 
     def class_counts(self, split: Split) -> dict[str, int]:
         """Images per class in one split."""
-        files = self.train if split == "train" else self.val
+        files = {"train": self.train, "val": self.val, "test": self.test}[split]
         counts = dict.fromkeys(self.class_names, 0)
         for image in files:
             counts[self.class_names[image.label]] += 1
@@ -72,10 +74,14 @@ class DatasetSplit:
 
 
 def load_dataset(
-    root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
+    root: Path,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = DEFAULT_SEED,
+    test_fraction: float | None = None,
 ) -> DatasetSplit:
-    """Find, check and split the dataset in root (train/<class>/ + val/<class>/, or <class>/)."""
-    return read_dataset(find_images(root), val_fraction, seed)
+    """Find, check and split the dataset in root (train/<class>/ + val/<class>/ [+ test/], or
+    <class>/)."""
+    return read_dataset(find_images(root), val_fraction, seed, test_fraction=test_fraction)
 
 
 def find_images(root: Path) -> DatasetLayout:
@@ -107,6 +113,14 @@ def find_images(root: Path) -> DatasetLayout:
             ("train", train_classes),
             ("val", val_classes),
         ]
+        if TEST_DIR in names:
+            test_classes = _class_folders(names[TEST_DIR])
+            if test_classes.keys() != train_classes.keys():
+                raise DatasetError(
+                    f"'{TEST_DIR}' must hold the class folders of '{TRAIN_DIR}' "
+                    f"({_quoted(class_names)}); it has {_quoted(sorted(test_classes))}"
+                )
+            per_split.append(("test", test_classes))
         layout: Layout = "train_val"
     else:
         classes = {folder.name: folder for folder in top}
@@ -139,11 +153,13 @@ def read_dataset(
     seed: int = DEFAULT_SEED,
     read_image: ImageReader | None = None,
     threads: int | None = None,
+    test_fraction: float | None = None,
 ) -> DatasetSplit:
-    """Decode every image once (skipping unreadable ones) and split train/val.
+    """Decode every image once (skipping unreadable ones) and split train/val (and test).
 
     read_image defaults to a cheap decode check; the engine passes one that also fills its
-    image cache, so each file is decoded once in all.
+    image cache, so each file is decoded once in all. A test/ folder is the test split;
+    without one, test_fraction holds out that share of each class (before the val split).
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, exclusive (got {val_fraction})")
@@ -153,14 +169,21 @@ def read_dataset(
         readable = list(pool.map(lambda image: _readable(reader, image), layout.files))
     kept = [image for image, ok in zip(layout.files, readable, strict=True) if ok]
     skipped = [image for image, ok in zip(layout.files, readable, strict=True) if not ok]
+    test: list[ImageFile] = []
     if layout.layout == "train_val":
         train = [image for image in kept if image.split == "train"]
         val = [image for image in kept if image.split == "val"]
+        test = [image for image in kept if image.split == "test"]
         _require_every_class(layout, train, skipped, "train")
         _require_every_class(layout, val, skipped, "val")
+        if any(image.split == "test" for image in layout.files):
+            _require_every_class(layout, test, skipped, "test")
     else:
         _require_every_class(layout, kept, skipped, None)
-        train, val = _stratified_split(layout, kept, val_fraction, seed)
+        rest = kept
+        if test_fraction is not None:
+            test, rest = _held_out(layout, kept, test_fraction, seed)
+        train, val = _stratified_split(layout, rest, val_fraction, seed)
     return DatasetSplit(
         root=layout.root,
         layout=layout.layout,
@@ -172,7 +195,30 @@ def read_dataset(
             image.path.relative_to(layout.root).as_posix() for image in skipped[:MAX_LISTED_SKIPPED]
         ),
         rows=len(layout.files),
+        test=tuple(test),
     )
+
+
+def _held_out(
+    layout: DatasetLayout, images: list[ImageFile], test_fraction: float, seed: int
+) -> tuple[list[ImageFile], list[ImageFile]]:
+    """test_fraction of each class (at least one image) as the test split, seeded per class
+    like the validation split; every class keeps two images to train and validate with."""
+    test: list[ImageFile] = []
+    rest: list[ImageFile] = []
+    for label, name in enumerate(layout.class_names):
+        members = [image for image in images if image.label == label]
+        if len(members) < 3:
+            raise DatasetError(
+                f"class folder '{name}' has {len(members)} readable images; test_fraction "
+                "needs at least 3 in each class (to test, train and validate with)"
+            )
+        test_random = random.Random(f"{seed}/test/{name}")  # noqa: S311 (reproducible)
+        shuffled = test_random.sample(members, len(members))
+        count = min(len(members) - 2, max(1, round(len(members) * test_fraction)))
+        test.extend(shuffled[:count])
+        rest.extend(shuffled[count:])
+    return sorted(test, key=_by_row), sorted(rest, key=_by_row)
 
 
 def _check_row(_row: int, path: Path) -> None:

@@ -1,10 +1,14 @@
-"""Classification metrics from a confusion matrix."""
+"""Classification metrics from a confusion matrix, class weights from class sizes, and the
+per-class decision thresholds a classifier ships with."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from shared.contract import AUTO_BALANCE_RATIO, ClassWeighting
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,12 @@ class ClassificationReport:
     macro_f1: float
     per_class: tuple[ClassMetrics, ...]
     confusion_matrix: tuple[tuple[int, ...], ...]
+    # Validation: each class's decision threshold (class_thresholds). Test: the precision
+    # the top label reaches on these images where its score clears its threshold, and how
+    # many images cleared it (None: no image did, or the class has no threshold).
+    class_thresholds: tuple[float | None, ...] | None = None
+    precision_at_thresholds: tuple[float | None, ...] | None = None
+    cleared_thresholds: tuple[int, ...] | None = None
 
 
 def confusion_update(
@@ -67,3 +77,67 @@ def classification_report(
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
     return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-12), 0.0)
+
+
+def class_weights(
+    counts: Sequence[int], weighting: ClassWeighting
+) -> tuple[list[float] | None, str]:
+    """The loss weight of each class, and what was applied ("none" or "balanced").
+
+    balanced: total / (classes × count), so every class weighs as much in the loss as if the
+    classes were equal in size; auto: balanced when the largest class has at least
+    AUTO_BALANCE_RATIO times the images of the smallest.
+    """
+    if weighting == "auto":
+        weighting = "balanced" if max(counts) >= AUTO_BALANCE_RATIO * min(counts) else "none"
+    if weighting == "none":
+        return None, "none"
+    total = sum(counts)
+    return [total / (len(counts) * count) for count in counts], "balanced"
+
+
+def decision_thresholds(
+    scores: torch.Tensor, labels: torch.Tensor, target: float
+) -> tuple[float | None, ...]:
+    """Per class, the lowest score at which the class's precision reaches target.
+
+    The rule an app applies: the top label, if its score is at least its class's threshold,
+    else "not sure". So for class c, among images whose top label is c, precision(t) is the
+    share truly c of those scoring at least t; the threshold is the smallest t (one of the
+    scores) with precision(t) ≥ target, the one that keeps the most right answers. None
+    when no t reaches it (or nothing is predicted as c).
+    """
+    top_scores, top = scores.float().max(dim=1)
+    thresholds: list[float | None] = []
+    for label in range(scores.shape[1]):
+        chosen = top == label
+        candidates = top_scores[chosen]
+        correct = (labels[chosen] == label).double()
+        order = torch.argsort(candidates, descending=True, stable=True)
+        ranked, hits = candidates[order], correct[order].cumsum(0)
+        precision = hits / torch.arange(1, len(ranked) + 1, dtype=torch.float64)
+        # Only where the next score is lower: a threshold keeps every image of its score.
+        last_of_tie = torch.ones(len(ranked), dtype=torch.bool)
+        last_of_tie[:-1] = ranked[1:] < ranked[:-1]
+        reaching = torch.nonzero(last_of_tie & (precision >= target - 1e-12)).flatten()
+        thresholds.append(float(ranked[reaching[-1]]) if len(reaching) else None)
+    return tuple(thresholds)
+
+
+def precision_at_thresholds(
+    scores: torch.Tensor, labels: torch.Tensor, thresholds: Sequence[float | None]
+) -> tuple[tuple[float | None, ...], tuple[int, ...]]:
+    """Per class, the precision of the rule on these images, and how many cleared it."""
+    top_scores, top = scores.float().max(dim=1)
+    precisions: list[float | None] = []
+    cleared: list[int] = []
+    for label, threshold in enumerate(thresholds):
+        if threshold is None:
+            precisions.append(None)
+            cleared.append(0)
+            continue
+        kept = (top == label) & (top_scores >= threshold)
+        count = int(kept.sum())
+        precisions.append(float((labels[kept] == label).double().mean()) if count else None)
+        cleared.append(count)
+    return tuple(precisions), tuple(cleared)

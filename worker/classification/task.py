@@ -6,6 +6,7 @@ cached in memory when they fit; training crops and flips them on the device.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,20 @@ from worker.classification.batches import (
     StreamedBatches,
     cache_bytes_needed,
 )
-from worker.classification.data import DatasetLayout, ImageFile, find_images, read_dataset
+from worker.classification.data import (
+    DatasetLayout,
+    DatasetSplit,
+    ImageFile,
+    find_images,
+    read_dataset,
+)
 from worker.classification.metrics import (
     ClassificationReport,
+    class_weights,
     classification_report,
     confusion_update,
+    decision_thresholds,
+    precision_at_thresholds,
 )
 from worker.classification.models import build_model
 from worker.classification.plots import plot_confusion
@@ -92,17 +102,40 @@ class ClassificationTask:
             cache = ImageCache(rows, config.image_size)
             # The decode that checks each file is the one that fills the cache.
             split = read_dataset(
-                layout, config.val_fraction, config.seed, cache.read, config.threads
+                layout,
+                config.val_fraction,
+                config.seed,
+                cache.read,
+                config.threads,
+                test_fraction=config.test_fraction,
             )
             labels = torch.tensor([image.label for image in layout.files], dtype=torch.int64)
             source: BatchSource = CachedBatches(cache, labels, device)
         else:
-            split = read_dataset(layout, config.val_fraction, config.seed, threads=config.threads)
+            split = read_dataset(
+                layout,
+                config.val_fraction,
+                config.seed,
+                threads=config.threads,
+                test_fraction=config.test_fraction,
+            )
             source = StreamedBatches(
-                split.train + split.val, rows, config.image_size, config.loader_workers, device
+                split.train + split.val + split.test,
+                rows,
+                config.image_size,
+                config.loader_workers,
+                device,
             )
         self.split, self.source = split, source
         self.train_rows, self.val_rows = _rows(split.train), _rows(split.val)
+        self.test_rows = _rows(split.test)
+        self.val_labels, self.test_labels = _labels(split.val), _labels(split.test)
+        self.val_labels, self.test_labels = _labels(split.val), _labels(split.test)
+        train_counts = split.class_counts("train")
+        weights, applied = class_weights(list(train_counts.values()), config.class_weighting)
+        self.class_weights = (
+            None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
+        )
         return LoadedData(
             class_names=split.class_names,
             train_images=len(split.train),
@@ -112,8 +145,18 @@ class ClassificationTask:
             placement=source.placement,
             summary={
                 "layout": split.layout,
-                "train_per_class": split.class_counts("train"),
+                "train_per_class": train_counts,
                 "val_per_class": split.class_counts("val"),
+                "test_per_class": split.class_counts("test") if split.test else None,
+                "test_source": _test_source(split, config.test_fraction),
+            },
+            test_images=len(split.test),
+            recipe={
+                "class_weighting": config.class_weighting,
+                "class_weighting_applied": applied,
+                "class_weights": (
+                    None if weights is None else dict(zip(split.class_names, weights, strict=True))
+                ),
             },
         )
 
@@ -157,7 +200,10 @@ class ClassificationTask:
         inputs = self.transforms.train(images)
         with autocast_for(self.device):
             loss = F.cross_entropy(
-                model(inputs), labels, label_smoothing=self.config.label_smoothing
+                model(inputs),
+                labels,
+                weight=self.class_weights,
+                label_smoothing=self.config.label_smoothing,
             )
         return loss, labels.shape[0]
 
@@ -172,34 +218,78 @@ class ClassificationTask:
 
         reestimate_batch_norm(model, self.source.batches(rows, sizes), forward, poll)
 
-    @torch.inference_mode()
     def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
-        """Mean loss, accuracy and confusion matrix over the validation images."""
+        """Mean loss, accuracy and confusion matrix over the validation images; the best
+        epoch keeps their scores too, for the decision thresholds."""
+        loss, confusion, scores = self._scored(model, self.val_rows, poll)
+        total = int(confusion.sum())
+        return Evaluation(
+            loss=loss,
+            score=int(confusion.trace()) / total,
+            best_payload={
+                "confusion": confusion,
+                "scores": scores,
+                "labels": self.val_labels,
+            },
+        )
+
+    @torch.inference_mode()
+    def _scored(
+        self, model: nn.Module, rows: torch.Tensor, poll: Poll
+    ) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """Mean loss, the confusion matrix and each image's class probabilities (CPU)."""
         model.eval()
         num_classes = len(self.split.class_names)
-        sizes = batch_sizes(len(self.val_rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
+        sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=self.device)
-        for images, labels in self.source.batches(self.val_rows, sizes):
+        scores = []
+        for images, labels in self.source.batches(rows, sizes):
             poll()
             with autocast_for(self.device):
                 logits = model(self.transforms.eval(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
             confusion_update(confusion, labels, logits.argmax(dim=1))
-        # Cloned out of inference mode so it can be saved and compared like any tensor.
+            scores.append(logits.float().softmax(dim=1))
+        # Cloned out of inference mode so they can be saved and compared like any tensor.
         confusion_cpu = confusion.cpu().clone()
-        total = int(confusion_cpu.sum())
-        return Evaluation(
-            loss=loss_sum.item() / total,
-            score=int(confusion_cpu.trace()) / total,
-            best_payload={"confusion": confusion_cpu},
+        return (
+            loss_sum.item() / int(confusion_cpu.sum()),
+            confusion_cpu,
+            torch.cat(scores).cpu().clone(),
         )
 
     def final_report(self, best_payload: dict[str, Any]) -> ClassificationReport | None:
         confusion = best_payload.get("confusion")
         if confusion is None:
             return None
-        return classification_report(confusion, self.split.class_names)
+        report = classification_report(confusion, self.split.class_names)
+        if "scores" not in best_payload:  # a checkpoint from before thresholds
+            return report
+        thresholds = decision_thresholds(
+            best_payload["scores"], best_payload["labels"], self.config.threshold_precision
+        )
+        return replace(report, class_thresholds=thresholds)
+
+    def test_report(
+        self, model: nn.Module, validation: ClassificationReport | None, poll: Poll
+    ) -> ClassificationReport | None:
+        """The best model on the test split: its report, and the precision the thresholds
+        shipped with it (validation's) reach on these images."""
+        if not len(self.test_rows):
+            return None
+        _, confusion, scores = self._scored(model, self.test_rows, poll)
+        report = classification_report(confusion, self.split.class_names)
+        thresholds = validation.class_thresholds if validation is not None else None
+        if thresholds is None:
+            return report
+        precision, cleared = precision_at_thresholds(scores, self.test_labels, thresholds)
+        return replace(
+            report,
+            class_thresholds=thresholds,
+            precision_at_thresholds=precision,
+            cleared_thresholds=cleared,
+        )
 
     def final_plots(self, report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
         path = out_dir / CONFUSION_PLOT
@@ -239,6 +329,17 @@ def load_best_classifier(checkpoint_path: Path) -> tuple[nn.Module, tuple[str, .
         return build_model(config.architecture, len(class_names), "scratch", None)[0]
 
     return load_best_model(checkpoint_path, untrained)
+
+
+def _test_source(split: DatasetSplit, test_fraction: float | None) -> str | None:
+    """Where the test split came from: the dataset's test/ folder, test_fraction, or none."""
+    if not split.test:
+        return None
+    return "test folder" if split.layout == "train_val" else f"test_fraction {test_fraction:g}"
+
+
+def _labels(images: tuple[ImageFile, ...]) -> torch.Tensor:
+    return torch.tensor([image.label for image in images], dtype=torch.int64)
 
 
 def _rows(images: tuple[ImageFile, ...]) -> torch.Tensor:

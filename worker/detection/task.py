@@ -204,6 +204,10 @@ class DetectionTask:
         report = best_payload.get("report")
         return DetectionReport(**report) if report is not None else None
 
+    def test_report(self, model: nn.Module, validation: DetectionReport | None, poll: Poll) -> None:
+        """Detection has no test split yet (test_fraction is classification's)."""
+        return None
+
     def final_plots(self, report: DetectionReport, out_dir: Path) -> dict[str, Path]:
         return {}
 

@@ -11,17 +11,22 @@ from typing import Any, Literal
 # live in the contract, so the API, the engine and the docs cannot disagree.
 from shared.contract import (
     AUGMENTATIONS,
+    CLASS_WEIGHTINGS,
     CLASSIFICATION_ARCHITECTURES,
     DEFAULT_AUGMENTATION,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CLASS_WEIGHTING,
     DEFAULT_EPOCHS,
     DEFAULT_GAMMA,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEP_SIZE,
+    DEFAULT_THRESHOLD_PRECISION,
     DETECTION_ARCHITECTURES,
+    MAX_TEST_FRACTION,
     MIN_IMAGE_SIZE,
     Augmentation,
+    ClassWeighting,
 )
 
 TaskName = Literal["classification", "detection"]
@@ -54,12 +59,16 @@ RESULT_DEFINING_FIELDS = (
     "val_fraction",
     "augmentation",
     "horizontal_flip",
+    "patience",
+    "class_weighting",
+    "test_fraction",
 )
-# Request fields format-1 checkpoints (before the recipe) do not have: such a run resumes
-# with the resuming config's values from its next epoch on. The engine's own recipe (ema,
-# warmup, precise_batch_norm, label_smoothing) is not compared at all: a deploy that changes
-# it must not fail the jobs in flight, which continue with the new engine's recipe.
-RECIPE_FIELDS = ("augmentation", "horizontal_flip")
+# Request fields older checkpoints may not have (format 1 lacks the recipe, format 3 before
+# early stopping the rest): such a run resumes with the resuming config's values from its
+# next epoch on. The engine's own recipe (ema, warmup, precise_batch_norm, label_smoothing) is
+# not compared at all: a deploy that changes it must not fail the jobs in flight, which
+# continue with the new engine's recipe. threshold_precision changes no training: not compared.
+RECIPE_FIELDS = ("augmentation", "horizontal_flip", "patience", "class_weighting", "test_fraction")
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,12 @@ class TrainConfig:
     # The request's recipe choices (docs/training.md, "Recipe").
     augmentation: Augmentation = DEFAULT_AUGMENTATION
     horizontal_flip: bool = True  # False: no preset flips (left/right matters)
+    # Stop after this many epochs without a better validation score (None: every epoch).
+    patience: int | None = None
+    class_weighting: ClassWeighting = DEFAULT_CLASS_WEIGHTING
+    # Held out per class before the validation split; None: only a test/ folder's images.
+    test_fraction: float | None = None
+    threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
     # The engine's own recipe (not request fields; bench/quality.py switches them).
     ema: bool = True  # evaluate an exponential moving average of the weights too
     warmup: bool = False  # ramp the rate up over the first epoch (measured: no gain yet)
@@ -153,6 +168,30 @@ class TrainConfig:
                 self.label_smoothing,
                 0 <= self.label_smoothing < 1,
                 "must be in [0, 1)",
+            ),
+            (
+                "patience",
+                self.patience,
+                self.patience is None or self.patience >= 1,
+                "must be at least 1",
+            ),
+            (
+                "class_weighting",
+                self.class_weighting,
+                self.class_weighting in CLASS_WEIGHTINGS,
+                f"must be one of {', '.join(CLASS_WEIGHTINGS)}",
+            ),
+            (
+                "test_fraction",
+                self.test_fraction,
+                self.test_fraction is None or 0 < self.test_fraction <= MAX_TEST_FRACTION,
+                f"must be in (0, {MAX_TEST_FRACTION:g}]",
+            ),
+            (
+                "threshold_precision",
+                self.threshold_precision,
+                0 < self.threshold_precision <= 1,
+                "must be in (0, 1]",
             ),
         ]
 

@@ -28,6 +28,10 @@ class LoadedData:
     skipped_files: tuple[str, ...]  # relative to the dataset folder, the first few
     placement: str  # where decoded images live: "device", "host" or "streamed"
     summary: dict[str, Any] = field(default_factory=dict)  # the task's keys in metrics.json
+    # Held out and scored once at the end with the best epoch's model (0: no test split).
+    test_images: int = 0
+    # What the task chose for the run's loss, for metrics.json's "recipe" (class weights).
+    recipe: dict[str, Any] = field(default_factory=dict)
 
 
 def batch_sizes(count: int, batch_size: int, drop_single_last: bool) -> list[int]:

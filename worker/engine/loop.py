@@ -129,13 +129,29 @@ def fit(
         raise ValueError(f"config.task is {config.task!r} but the task trains {task.name!r}")
     run = start(task, dataset_dir, out_dir, config, resume_from)
     for epoch in range(run.first_epoch, config.epochs + 1):
+        if out_of_patience(run):  # also when resumed after the epoch that ran out of it
+            break
         report = run_epoch(run, epoch, cancel_poller(cancelled, epoch), on_checkpoint)
         if on_epoch:
             on_epoch(report)
-        # After the last epoch there is nothing left to resume: finish instead.
-        if epoch < config.epochs and stop_after_epoch and stop_after_epoch():
+        # After the last epoch, or out of patience, there is nothing left to resume: finish.
+        last = epoch == config.epochs or out_of_patience(run)
+        if not last and stop_after_epoch and stop_after_epoch():
             raise TrainingInterrupted(epoch)
     return finish(run)
+
+
+def out_of_patience(run: Run) -> bool:
+    """config.patience epochs have passed since the best one (early stopping)."""
+    patience = run.config.patience
+    if patience is None or not run.history:
+        return False
+    return run.history[-1].epoch - run.best.epoch >= patience
+
+
+def stopped_early(run: Run) -> bool:
+    """Out of patience before the last epoch."""
+    return out_of_patience(run) and run.history[-1].epoch < run.config.epochs
 
 
 def start(
@@ -419,7 +435,12 @@ def finish(run: Run) -> TrainResult:
         accuracy_title=f"Validation {task.score_name}",
     )
     plots = {"curves": paths.curves, **task.final_plots(report, paths.out_dir)}
-    write_json(paths.metrics, metrics(run, report))
+    test_report = None
+    if run.data.test_images:
+        # The best weights (trained or averaged: the same module's state) into the model.
+        run.model.load_state_dict(run.best.model)
+        test_report = task.test_report(run.model, report, lambda: None)
+    write_json(paths.metrics, metrics(run, report, test_report))
     return TrainResult(
         task=task.name,
         class_names=run.data.class_names,
@@ -437,11 +458,15 @@ def finish(run: Run) -> TrainResult:
         checkpoint_last=paths.checkpoint_last,
         metrics_path=paths.metrics,
         plots=plots,
+        stopped_early=stopped_early(run),
+        test_report=test_report,
+        test_images=run.data.test_images,
     )
 
 
-def metrics(run: Run, final: Any) -> dict[str, Any]:
-    """metrics.json: the run, its dataset, every epoch, and the best epoch's report so far."""
+def metrics(run: Run, final: Any, test: Any = None) -> dict[str, Any]:
+    """metrics.json: the run, its dataset, every epoch, the best epoch's report so far, and
+    at the end the best model's report on the test split."""
     data = run.data
     return {
         "task": run.task.name,
@@ -453,6 +478,7 @@ def metrics(run: Run, final: Any) -> dict[str, Any]:
             **data.summary,
             "train_images": data.train_images,
             "val_images": data.val_images,
+            "test_images": data.test_images,
             "skipped": data.skipped,
             "skipped_files": list(data.skipped_files),
             "cache": data.placement,
@@ -465,12 +491,16 @@ def metrics(run: Run, final: Any) -> dict[str, Any]:
             "warmup_epochs": WARMUP_EPOCHS if run.config.warmup else 0,
             "precise_batch_norm": run.config.precise_batch_norm,
             "label_smoothing": run.config.label_smoothing,
+            "patience": run.config.patience,
+            **data.recipe,
             # Per epoch in "epochs": "weights" says which weights were evaluated best.
         },
         "epochs": [asdict(report) for report in run.history],
         "best_epoch": run.best.epoch,
         "best_val_accuracy": run.best.accuracy,
+        "stopped_early": stopped_early(run),
         "final": asdict(final) if final is not None else None,
+        "test": asdict(test) if test is not None else None,
     }
 
 

@@ -60,6 +60,11 @@ class TrainResult:
     metrics_path: Path
     # name → PNG: "curves" always, plus the task's own (classification: "confusion_matrix").
     plots: dict[str, Path] = field(default_factory=dict)
+    # The run ended before its last epoch: patience epochs passed without a better score.
+    stopped_early: bool = False
+    # The best checkpoint's report on the test split, scored once (None: no test split).
+    test_report: Any = None
+    test_images: int = 0
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,12 @@ class Task(Protocol):
         """The best epoch's validation report (a dataclass) from what evaluate kept."""
         ...
 
+    def test_report(self, model: nn.Module, validation: Any, poll: Poll) -> Any:
+        """The best model's report on the held-out test split (None without one); validation
+        is final_report's (what ships with the model). Called once, after training: the test
+        split never picks an epoch or changes a weight."""
+        ...
+
     def final_plots(self, report: Any, out_dir: Path) -> dict[str, Path]:
         """The task's own plots beyond the curves, by name."""
         ...

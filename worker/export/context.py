@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 
 from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from worker.export.manifest import ClassThresholds
 from worker.export.wrapper import ProbabilityClassifier
 
 INPUT_NAME = "image"
@@ -31,6 +32,7 @@ class ExportContext:
     check_images: torch.Tensor  # N×3×S×S float32 in [0, 1] on the CPU
     reference: torch.Tensor  # wrapper(check_images): the probabilities every export must match
     out_dir: Path
+    class_thresholds: ClassThresholds | None = None
     # Built once on first use and shared (the TorchScript trace feeds torch, pytorchmobile
     # and coreml); a failure is not cached, so each format that needs it reports it itself.
     cache: dict[str, Any] = field(default_factory=dict)
@@ -56,6 +58,11 @@ class ExportContext:
             "mean": json.dumps(list(IMAGENET_MEAN)),
             "std": json.dumps(list(IMAGENET_STD)),
             "producer": PRODUCER,
+            **(
+                {"class_thresholds": self.class_thresholds.model_dump_json()}
+                if self.class_thresholds is not None
+                else {}
+            ),
         }
 
 

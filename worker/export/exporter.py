@@ -18,6 +18,7 @@ from worker.export import coreml, executorch, mobile, onnx, torchscript
 from worker.export.context import ExportContext, Exported, FileRole
 from worker.export.manifest import (
     Check,
+    ClassThresholds,
     ExportedFile,
     FormatResult,
     Manifest,
@@ -109,8 +110,11 @@ def export_all(
     out_dir: Path,
     metrics: dict[str, Any],
     model_version: str,
+    class_thresholds: ClassThresholds | None = None,
 ) -> Manifest:
     """Export model in every requested format to out_dir, check each, write the manifest.
+
+    class_thresholds go into the manifest and into every format's metadata.
 
     model outputs logits for ImageNet-normalised input; every export instead takes RGB in
     [0, 1] and outputs probabilities. Returns the manifest when every format passed; raises
@@ -139,7 +143,10 @@ def export_all(
         check_images=images,
         reference=reference,
         out_dir=out_dir,
+        class_thresholds=class_thresholds,
     )
+    if class_thresholds is not None and list(class_thresholds.thresholds) != labels:
+        raise ValueError("class_thresholds must name every label, in the labels' order")
     return export_formats(
         ctx,
         formats,
@@ -147,6 +154,7 @@ def export_all(
         metrics,
         input=input_contract(image_size),
         output=output_contract(len(labels)),
+        class_thresholds=class_thresholds,
     )
 
 

@@ -146,6 +146,18 @@ class DetectionOutputContract(BaseModel):
     core_ml: str = ""
 
 
+class ClassThresholds(BaseModel):
+    """classification: the per-class decision thresholds shipped with the model."""
+
+    target_precision: float = Field(description="what each threshold reaches on validation")
+    measured_on: Literal["validation"] = "validation"
+    rule: str = (
+        "take the top label if its probability is at least its class's threshold, else answer "
+        "'not sure'; a class whose threshold is null never reached the target precision"
+    )
+    thresholds: dict[str, float | None] = Field(description="label → probability threshold")
+
+
 class Manifest(BaseModel):
     """manifest.json: labels, contract, metrics, and per-format files with their checks."""
 
@@ -161,6 +173,9 @@ class Manifest(BaseModel):
     output: OutputContract | DetectionOutputContract = Field(discriminator="kind")
     thresholds: DetectionThresholds | None = Field(
         default=None, description="detection only: the post-processing inside every file"
+    )
+    class_thresholds: ClassThresholds | None = Field(
+        default=None, description="classification only: when to answer 'not sure'"
     )
     metrics: dict[str, Any]
     requested_formats: list[str]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from worker.engine.checkpoint import load_checkpoint
+from worker.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
@@ -201,7 +201,7 @@ def test_a_run_killed_inside_an_epoch_resumes_at_the_next_batch_to_the_same_resu
     expected = [StepCheckpoint(epoch, step, 4) for epoch in (1, 2) for step in (1, 2, 3)]
     assert saved == expected[: expected.index(StepCheckpoint(killed_in, 2, 4)) + 1]
     checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
-    assert checkpoint["format"] == 3 and checkpoint["epoch"] == killed_in - 1
+    assert checkpoint["format"] == CHECKPOINT_FORMAT and checkpoint["epoch"] == killed_in - 1
     assert (checkpoint["progress"]["epoch"], checkpoint["progress"]["step"]) == (killed_in, 2)
     task = ToyTask()
     reports: list[EpochReport] = []
@@ -327,7 +327,9 @@ def test_the_weight_average_is_evaluated_and_kept_when_it_validates_better(
     assert [r.weights for r in result.history] == ["trained", "average", "trained", "average"]
     assert (result.best_epoch, result.best_val_accuracy) == (2, 0.9)
     last = load_checkpoint(result.checkpoint_last)
-    assert last["format"] == 3 and last["ema"]["updates"] == 16  # 4 batches × 4 epochs
+    assert (
+        last["format"] == CHECKPOINT_FORMAT and last["ema"]["updates"] == 16
+    )  # 4 batches × 4 epochs
     best = load_checkpoint(result.checkpoint_best)["model"]
     trained = last["model"]
     assert not torch.equal(best["weight"], trained["weight"])

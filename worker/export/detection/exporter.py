@@ -19,7 +19,12 @@ from worker.export.detection.wrapper import (
     wrap_detector,
 )
 from worker.export.exporter import FORMATS, Format, export_formats, validate_arguments
-from worker.export.manifest import DetectionOutputContract, Manifest, detection_input_contract
+from worker.export.manifest import (
+    ClassThresholds,
+    DetectionOutputContract,
+    Manifest,
+    detection_input_contract,
+)
 
 # The formats that can carry a detector, from the contract: the lite interpreter and
 # ExecuTorch cannot (torchvision's ImageList, data-dependent NMS).
@@ -47,6 +52,7 @@ def export_detector(
     metrics: dict[str, Any],
     model_version: str,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
+    class_thresholds: ClassThresholds | None = None,
 ) -> Manifest:
     """Export a torchvision detector in every requested format, check each, write the manifest.
 
@@ -58,6 +64,8 @@ def export_detector(
     that make any export meaningless.
     """
     labels = list(class_names)
+    if class_thresholds is not None:  # a detector's thresholds are its score_threshold
+        raise ValueError("class_thresholds are a classifier's; detectors take score_threshold")
     if not formats:
         raise ValueError(f"formats must name at least one of {', '.join(DETECTION_FORMATS)}")
     validate_arguments(labels, image_size, check_images, metrics, min_classes=1)
