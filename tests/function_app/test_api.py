@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -209,15 +210,21 @@ def test_delete_refuses_a_training_in_progress(client: httpx.Client) -> None:
     assert "PENDING" in response.json()["message"]
 
 
+def finished_with_a_model(client: httpx.Client, settings: ApiSettings) -> tuple[dict, Any]:
+    """A training of alice's that ended SUCCESS with alice/<name>/model.onnx delivered."""
+    body = start_body()
+    client.post("/starttraining/", json=body)
+    finish(settings, "alice", body["project_name"], State.SUCCESS)
+    artifacts = StorageAccount(settings).artifacts()
+    artifacts.upload_bytes(b"model", f"alice/{body['project_name']}/model.onnx")
+    return body, artifacts
+
+
 def test_delete_of_a_finished_training_removes_row_and_blobs_and_frees_the_name(
     client: httpx.Client, settings: ApiSettings
 ) -> None:
-    body = start_body()
+    body, artifacts = finished_with_a_model(client, settings)
     name = body["project_name"]
-    client.post("/starttraining/", json=body)
-    finish(settings, "alice", name, State.SUCCESS)
-    artifacts = StorageAccount(settings).artifacts()
-    artifacts.upload_bytes(b"model", f"alice/{name}/model.onnx")
     artifacts.upload_bytes(b"resume", f".resume/alice/{name}/checkpoint_last.pt")
     artifacts.upload_bytes(b"other", f"alice/{name}-2/model.onnx")  # a neighbour: must stay
     response = client.delete(f"/trainings/alice/{name}")
@@ -233,12 +240,8 @@ def test_delete_finishes_what_an_interrupted_delete_began(
     client: httpx.Client, settings: ApiSettings
 ) -> None:
     """A DELETE that marked the row and stopped (crash, conflict) left a row naming no files."""
-    body = start_body()
+    body, artifacts = finished_with_a_model(client, settings)
     name = body["project_name"]
-    client.post("/starttraining/", json=body)
-    finish(settings, "alice", name, State.SUCCESS)
-    artifacts = StorageAccount(settings).artifacts()
-    artifacts.upload_bytes(b"model", f"alice/{name}/model.onnx")
 
     def interrupted(row: object) -> None:
         row.deleting, row.message = True, "being deleted"  # type: ignore[attr-defined]

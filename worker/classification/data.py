@@ -48,6 +48,7 @@ class DatasetLayout:
     layout: Layout
     class_names: tuple[str, ...]
     files: tuple[ImageFile, ...]
+    notes: tuple[str, ...] = ()  # what was found and left alone (a test/ folder that is no split)
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def find_images(root: Path) -> DatasetLayout:
         raise DatasetError(f"dataset folder '{root}' does not exist or is not a folder")
     top = _visible_subfolders(root)
     names = {folder.name.lower(): folder for folder in top}
+    notes: list[str] = []
     has_train, has_val = TRAIN_DIR in names, VAL_DIR in names
     if has_train != has_val:
         present, missing = (TRAIN_DIR, VAL_DIR) if has_train else (VAL_DIR, TRAIN_DIR)
@@ -113,15 +115,18 @@ def find_images(root: Path) -> DatasetLayout:
             ("train", train_classes),
             ("val", val_classes),
         ]
+        layout: Layout = "train_val"
         if TEST_DIR in names:
             test_classes = _class_folders(names[TEST_DIR])
-            if test_classes.keys() != train_classes.keys():
-                raise DatasetError(
-                    f"'{TEST_DIR}' must hold the class folders of '{TRAIN_DIR}' "
-                    f"({_quoted(class_names)}); it has {_quoted(sorted(test_classes))}"
+            # A test/ of other folders (or of loose, unlabelled images) is no split of these
+            # classes: left alone, as before test splits existed, and said so.
+            if test_classes.keys() == train_classes.keys():
+                per_split.append(("test", test_classes))
+            else:
+                notes.append(
+                    f"'{TEST_DIR}' ignored: its class folders ({_quoted(sorted(test_classes))})"
+                    f" are not those of '{TRAIN_DIR}'"
                 )
-            per_split.append(("test", test_classes))
-        layout: Layout = "train_val"
     else:
         classes = {folder.name: folder for folder in top}
         class_names = tuple(sorted(classes))
@@ -144,7 +149,7 @@ def find_images(root: Path) -> DatasetLayout:
             f"the dataset needs at least 2 class folders, found {len(class_names)}: "
             f"{_quoted(class_names)}"
         )
-    return DatasetLayout(root, layout, class_names, tuple(files))
+    return DatasetLayout(root, layout, class_names, tuple(files), tuple(notes))
 
 
 def read_dataset(
@@ -176,8 +181,8 @@ def read_dataset(
         test = [image for image in kept if image.split == "test"]
         _require_every_class(layout, train, skipped, "train")
         _require_every_class(layout, val, skipped, "val")
-        if any(image.split == "test" for image in layout.files):
-            _require_every_class(layout, test, skipped, "test")
+        if test_fraction is not None and not any(i.split == "test" for i in layout.files):
+            test, train = _held_out(layout, train, test_fraction, seed)  # from train/ only
     else:
         _require_every_class(layout, kept, skipped, None)
         rest = kept
@@ -203,22 +208,43 @@ def _held_out(
     layout: DatasetLayout, images: list[ImageFile], test_fraction: float, seed: int
 ) -> tuple[list[ImageFile], list[ImageFile]]:
     """test_fraction of each class (at least one image) as the test split, seeded per class
-    like the validation split; every class keeps two images to train and validate with."""
-    test: list[ImageFile] = []
+    like the validation split; every class keeps two images (to train and validate with, or
+    in a train/ folder two to train with)."""
+    return _share_per_class(
+        layout,
+        images,
+        test_fraction,
+        lambda name: f"{seed}/test/{name}",
+        keep=2,
+        too_few=lambda name, count: (
+            f"class folder '{name}' has {count} readable images; test_fraction needs at "
+            "least 3 in each class (to test, train and validate with)"
+        ),
+    )
+
+
+def _share_per_class(
+    layout: DatasetLayout,
+    images: list[ImageFile],
+    fraction: float,
+    seed_of: Callable[[str], str],
+    keep: int,
+    too_few: Callable[[str, int], str],
+) -> tuple[list[ImageFile], list[ImageFile]]:
+    """round(n × fraction) of each class's n images (at least 1, leaving keep), drawn by a
+    per-class seeded shuffle, and the rest; a class with keep or fewer images fails."""
+    taken: list[ImageFile] = []
     rest: list[ImageFile] = []
     for label, name in enumerate(layout.class_names):
         members = [image for image in images if image.label == label]
-        if len(members) < 3:
-            raise DatasetError(
-                f"class folder '{name}' has {len(members)} readable images; test_fraction "
-                "needs at least 3 in each class (to test, train and validate with)"
-            )
-        test_random = random.Random(f"{seed}/test/{name}")  # noqa: S311 (reproducible)
-        shuffled = test_random.sample(members, len(members))
-        count = min(len(members) - 2, max(1, round(len(members) * test_fraction)))
-        test.extend(shuffled[:count])
+        if len(members) <= keep:
+            raise DatasetError(too_few(name, len(members)))
+        # A per-class string seed keeps each class's split stable when other classes change.
+        shuffled = random.Random(seed_of(name)).sample(members, len(members))  # noqa: S311
+        count = min(len(members) - keep, max(1, round(len(members) * fraction)))
+        taken.extend(shuffled[:count])
         rest.extend(shuffled[count:])
-    return sorted(test, key=_by_row), sorted(rest, key=_by_row)
+    return sorted(taken, key=_by_row), sorted(rest, key=_by_row)
 
 
 def _check_row(_row: int, path: Path) -> None:
@@ -251,22 +277,18 @@ def _require_every_class(
 def _stratified_split(
     layout: DatasetLayout, images: list[ImageFile], val_fraction: float, seed: int
 ) -> tuple[list[ImageFile], list[ImageFile]]:
-    train: list[ImageFile] = []
-    val: list[ImageFile] = []
-    for label, name in enumerate(layout.class_names):
-        members = [image for image in images if image.label == label]
-        if len(members) < 2:
-            raise DatasetError(
-                f"class folder '{name}' has only 1 readable image; each class needs at least 2 "
-                "(one to train on, one to validate with)"
-            )
-        # A per-class string seed keeps each class's split stable when other classes change.
-        split_random = random.Random(f"{seed}/{name}")  # noqa: S311 (reproducible, not secret)
-        shuffled = split_random.sample(members, len(members))
-        val_count = min(len(members) - 1, max(1, round(len(members) * val_fraction)))
-        val.extend(shuffled[:val_count])
-        train.extend(shuffled[val_count:])
-    return sorted(train, key=_by_row), sorted(val, key=_by_row)
+    val, train = _share_per_class(
+        layout,
+        images,
+        val_fraction,
+        lambda name: f"{seed}/{name}",
+        keep=1,
+        too_few=lambda name, _: (
+            f"class folder '{name}' has only 1 readable image; each class needs at least 2 "
+            "(one to train on, one to validate with)"
+        ),
+    )
+    return train, val
 
 
 def _by_row(image: ImageFile) -> int:

@@ -96,16 +96,24 @@ def class_weights(
     return [total / (len(counts) * count) for count in counts], "balanced"
 
 
+# A threshold rests on at least this many validation images scoring at or above it: one
+# right answer (precision 1/1) says nothing about the next photo.
+MIN_THRESHOLD_IMAGES = 5
+
+
 def decision_thresholds(
-    scores: torch.Tensor, labels: torch.Tensor, target: float
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    target: float,
+    min_images: int = MIN_THRESHOLD_IMAGES,
 ) -> tuple[float | None, ...]:
     """Per class, the lowest score at which the class's precision reaches target.
 
     The rule an app applies: the top label, if its score is at least its class's threshold,
     else "not sure". So for class c, among images whose top label is c, precision(t) is the
     share truly c of those scoring at least t; the threshold is the smallest t (one of the
-    scores) with precision(t) ≥ target, the one that keeps the most right answers. None
-    when no t reaches it (or nothing is predicted as c).
+    scores) with precision(t) ≥ target over at least min_images images, the one that keeps
+    the most right answers. None when no t qualifies (or too little is predicted as c).
     """
     top_scores, top = scores.float().max(dim=1)
     thresholds: list[float | None] = []
@@ -115,11 +123,13 @@ def decision_thresholds(
         correct = (labels[chosen] == label).double()
         order = torch.argsort(candidates, descending=True, stable=True)
         ranked, hits = candidates[order], correct[order].cumsum(0)
-        precision = hits / torch.arange(1, len(ranked) + 1, dtype=torch.float64)
+        kept = torch.arange(1, len(ranked) + 1, dtype=torch.float64)
+        precision = hits / kept
         # Only where the next score is lower: a threshold keeps every image of its score.
         last_of_tie = torch.ones(len(ranked), dtype=torch.bool)
         last_of_tie[:-1] = ranked[1:] < ranked[:-1]
-        reaching = torch.nonzero(last_of_tie & (precision >= target - 1e-12)).flatten()
+        qualifies = last_of_tie & (precision >= target - 1e-12) & (kept >= min_images)
+        reaching = torch.nonzero(qualifies).flatten()
         thresholds.append(float(ranked[reaching[-1]]) if len(reaching) else None)
     return tuple(thresholds)
 

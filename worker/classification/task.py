@@ -88,10 +88,11 @@ class ClassificationTask:
 
     def describe_dataset(self, dataset_dir: Path) -> str:
         layout = self.layout(dataset_dir)
-        return (
+        described = (
             f"{plural(len(layout.files), 'image')} in {plural(len(layout.class_names), 'class')}"
             f" ({', '.join(layout.class_names[:10])})"
         )
+        return "; ".join((described, *layout.notes))
 
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
         """Decode and split the dataset; cache it in memory when it fits config.cache_bytes."""
@@ -130,7 +131,6 @@ class ClassificationTask:
         self.train_rows, self.val_rows = _rows(split.train), _rows(split.val)
         self.test_rows = _rows(split.test)
         self.val_labels, self.test_labels = _labels(split.val), _labels(split.test)
-        self.val_labels, self.test_labels = _labels(split.val), _labels(split.test)
         train_counts = split.class_counts("train")
         weights, applied = class_weights(list(train_counts.values()), config.class_weighting)
         self.class_weights = (
@@ -149,6 +149,7 @@ class ClassificationTask:
                 "val_per_class": split.class_counts("val"),
                 "test_per_class": split.class_counts("test") if split.test else None,
                 "test_source": _test_source(split, config.test_fraction),
+                "notes": list(layout.notes),
             },
             test_images=len(split.test),
             recipe={
@@ -219,39 +220,35 @@ class ClassificationTask:
         reestimate_batch_norm(model, self.source.batches(rows, sizes), forward, poll)
 
     def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
-        """Mean loss, accuracy and confusion matrix over the validation images; the best
-        epoch keeps their scores too, for the decision thresholds."""
-        loss, confusion, scores = self._scored(model, self.val_rows, poll)
-        total = int(confusion.sum())
+        """Mean loss, accuracy and confusion matrix over the validation images."""
+        loss, confusion, _ = self._scored(model, self.val_rows, poll, full_precision=False)
         return Evaluation(
             loss=loss,
-            score=int(confusion.trace()) / total,
-            best_payload={
-                "confusion": confusion,
-                "scores": scores,
-                "labels": self.val_labels,
-            },
+            score=int(confusion.trace()) / int(confusion.sum()),
+            best_payload={"confusion": confusion},
         )
 
-    @torch.inference_mode()
     def _scored(
-        self, model: nn.Module, rows: torch.Tensor, poll: Poll
+        self, model: nn.Module, rows: torch.Tensor, poll: Poll, full_precision: bool
     ) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """Mean loss, the confusion matrix and each image's class probabilities (CPU)."""
+        """Mean loss, the confusion matrix and each image's class probabilities (CPU).
+
+        full_precision: float32 throughout, as the exports compute (no autocast)."""
         model.eval()
         num_classes = len(self.split.class_names)
         sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         confusion = torch.zeros((num_classes, num_classes), dtype=torch.int64, device=self.device)
         scores = []
-        for images, labels in self.source.batches(rows, sizes):
-            poll()
-            with autocast_for(self.device):
-                logits = model(self.transforms.eval(images))
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
-            confusion_update(confusion, labels, logits.argmax(dim=1))
-            scores.append(logits.float().softmax(dim=1))
-        # Cloned out of inference mode so they can be saved and compared like any tensor.
+        with torch.inference_mode():
+            for images, labels in self.source.batches(rows, sizes):
+                poll()
+                with autocast_for(self.device, enabled=not full_precision):
+                    logits = model(self.transforms.eval(images))
+                loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
+                confusion_update(confusion, labels, logits.argmax(dim=1))
+                scores.append(logits.float().softmax(dim=1))
+        # Cloned outside inference mode: ordinary tensors, to save and compare like any other.
         confusion_cpu = confusion.cpu().clone()
         return (
             loss_sum.item() / int(confusion_cpu.sum()),
@@ -263,33 +260,32 @@ class ClassificationTask:
         confusion = best_payload.get("confusion")
         if confusion is None:
             return None
-        report = classification_report(confusion, self.split.class_names)
-        if "scores" not in best_payload:  # a checkpoint from before thresholds
-            return report
-        thresholds = decision_thresholds(
-            best_payload["scores"], best_payload["labels"], self.config.threshold_precision
-        )
-        return replace(report, class_thresholds=thresholds)
+        return classification_report(confusion, self.split.class_names)
 
-    def test_report(
-        self, model: nn.Module, validation: ClassificationReport | None, poll: Poll
-    ) -> ClassificationReport | None:
-        """The best model on the test split: its report, and the precision the thresholds
-        shipped with it (validation's) reach on these images."""
+    def finalize(
+        self, model: nn.Module, report: ClassificationReport | None, poll: Poll
+    ) -> tuple[ClassificationReport | None, ClassificationReport | None]:
+        """The decision thresholds from the best model's float32 validation probabilities
+        (what an export outputs), and the test split's report with the precision those
+        thresholds reach on it."""
+        if report is None:
+            return None, None
+        _, _, validation = self._scored(model, self.val_rows, poll, full_precision=True)
+        thresholds = decision_thresholds(
+            validation, self.val_labels, self.config.threshold_precision
+        )
+        report = replace(report, class_thresholds=thresholds)
         if not len(self.test_rows):
-            return None
-        _, confusion, scores = self._scored(model, self.test_rows, poll)
-        report = classification_report(confusion, self.split.class_names)
-        thresholds = validation.class_thresholds if validation is not None else None
-        if thresholds is None:
-            return report
+            return report, None
+        _, confusion, scores = self._scored(model, self.test_rows, poll, full_precision=True)
         precision, cleared = precision_at_thresholds(scores, self.test_labels, thresholds)
-        return replace(
-            report,
+        tested = replace(
+            classification_report(confusion, self.split.class_names),
             class_thresholds=thresholds,
             precision_at_thresholds=precision,
             cleared_thresholds=cleared,
         )
+        return report, tested
 
     def final_plots(self, report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
         path = out_dir / CONFUSION_PLOT
@@ -335,7 +331,7 @@ def _test_source(split: DatasetSplit, test_fraction: float | None) -> str | None
     """Where the test split came from: the dataset's test/ folder, test_fraction, or none."""
     if not split.test:
         return None
-    return "test folder" if split.layout == "train_val" else f"test_fraction {test_fraction:g}"
+    return "test folder" if split.test[0].split == "test" else f"test_fraction {test_fraction:g}"
 
 
 def _labels(images: tuple[ImageFile, ...]) -> torch.Tensor:

@@ -204,9 +204,12 @@ class DetectionTask:
         report = best_payload.get("report")
         return DetectionReport(**report) if report is not None else None
 
-    def test_report(self, model: nn.Module, validation: DetectionReport | None, poll: Poll) -> None:
-        """Detection has no test split yet (test_fraction is classification's)."""
-        return None
+    def finalize(
+        self, model: nn.Module, report: DetectionReport | None, poll: Poll
+    ) -> tuple[DetectionReport | None, None]:
+        """The report as it is: detectors ship their score threshold, and have no test split
+        yet (test_fraction is classification's)."""
+        return report, None
 
     def final_plots(self, report: DetectionReport, out_dir: Path) -> dict[str, Path]:
         return {}

@@ -18,14 +18,11 @@ from worker.engine.config import RECIPE_FIELDS, RESULT_DEFINING_FIELDS, TrainCon
 # tasks before the recipe) still resumes: its EMA starts afresh from the resumed weights.
 # Version 3 adds "progress" to a checkpoint saved inside an epoch (the loop's EpochProgress:
 # step, shuffle order, loss so far); without it a checkpoint is an epoch's end, as before.
-# Version 4 adds the classifier's validation "scores" and "labels" to "best" (its decision
-# thresholds come from them) and patience, class_weighting, test_fraction to the config; a
-# version-3 run resumes with the request's values and ships thresholds once a later epoch
-# is a new best (a finished one exports without them).
 # Jobs in flight across a deploy resume from these files: keys change only with a new
-# version, a migration and a test.
-CHECKPOINT_FORMAT = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+# version, a migration and a test. (Config fields may be added: a checkpoint without one
+# resumes with the value the engine behaved as before it, config.LEGACY_VALUES.)
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

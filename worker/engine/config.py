@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -69,6 +69,10 @@ RESULT_DEFINING_FIELDS = (
 # not compared at all: a deploy that changes it must not fail the jobs in flight, which
 # continue with the new engine's recipe. threshold_precision changes no training: not compared.
 RECIPE_FIELDS = ("augmentation", "horizontal_flip", "patience", "class_weighting", "test_fraction")
+# How the engine behaved before these fields existed: a checkpoint without one resumes so,
+# whatever the request says (a test split or class weights switched on mid-run would change
+# the data, the loss and the shuffle order the checkpoint's epoch was drawn over).
+LEGACY_VALUES: dict[str, Any] = {"class_weighting": "none", "test_fraction": None}
 
 
 @dataclass(frozen=True)
@@ -212,6 +216,12 @@ class TrainConfig:
         values = asdict(self)
         values["weights_dir"] = str(self.weights_dir) if self.weights_dir else None
         return values
+
+    def as_resumed(self, saved: dict[str, Any]) -> TrainConfig:
+        """This config for resuming a checkpoint whose config is saved: fields it predates
+        take their LEGACY_VALUES."""
+        missing = {name: value for name, value in LEGACY_VALUES.items() if name not in saved}
+        return replace(self, **missing) if missing else self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

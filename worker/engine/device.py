@@ -17,9 +17,12 @@ def choose_device(requested: str | None) -> torch.device:
     return device
 
 
-def autocast_for(device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA; nothing elsewhere (CPU autocast is slower than float32)."""
-    if device.type == "cuda":
+def autocast_for(
+    device: torch.device, enabled: bool = True
+) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast on CUDA (unless not enabled: float32, as exports compute); nothing
+    elsewhere (CPU autocast is slower than float32)."""
+    if device.type == "cuda" and enabled:
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

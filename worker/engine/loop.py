@@ -161,6 +161,8 @@ def start(
     device = choose_device(config.device)
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = load_resumable(resume_from, config) if resume_from else None
+    if resumed:
+        config = config.as_resumed(resumed["config"])
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     data = task.load_data(dataset_dir, config, device)
@@ -435,11 +437,10 @@ def finish(run: Run) -> TrainResult:
         accuracy_title=f"Validation {task.score_name}",
     )
     plots = {"curves": paths.curves, **task.final_plots(report, paths.out_dir)}
-    test_report = None
-    if run.data.test_images:
-        # The best weights (trained or averaged: the same module's state) into the model.
-        run.model.load_state_dict(run.best.model)
-        test_report = task.test_report(run.model, report, lambda: None)
+    # The best weights (trained or averaged: the same module's state), scored once more in
+    # full precision, as the exports will compute: what ships with them, and the test split.
+    run.model.load_state_dict(run.best.model)
+    report, test_report = task.finalize(run.model, report, lambda: None)
     write_json(paths.metrics, metrics(run, report, test_report))
     return TrainResult(
         task=task.name,

@@ -103,10 +103,11 @@ class Task(Protocol):
         """The best epoch's validation report (a dataclass) from what evaluate kept."""
         ...
 
-    def test_report(self, model: nn.Module, validation: Any, poll: Poll) -> Any:
-        """The best model's report on the held-out test split (None without one); validation
-        is final_report's (what ships with the model). Called once, after training: the test
-        split never picks an epoch or changes a weight."""
+    def finalize(self, model: nn.Module, report: Any, poll: Poll) -> tuple[Any, Any]:
+        """After training, the best model (weights loaded) scored once in full precision:
+        final_report's report completed with what ships with the model (classification: the
+        decision thresholds), and the report on the held-out test split (None without one).
+        The test split never picks an epoch or changes a weight."""
         ...
 
     def final_plots(self, report: Any, out_dir: Path) -> dict[str, Path]:

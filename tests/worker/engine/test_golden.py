@@ -34,10 +34,8 @@ GOLDEN_FILE = Path(__file__).with_name("golden.json")
 # keys less "ema"; format 2 adds the weight average; format 3 adds "progress", only in a
 # checkpoint saved inside an epoch (an epoch's end has format 2's keys). Jobs in flight
 # across a deploy resume from such files, so keys change only with a new format
-# (tests/worker/engine/test_loop.py resumes a format-1 file and a mid-epoch one). Format 4
-# adds the classifier's validation "scores" and "labels" to "best" (decision thresholds;
-# tests/worker/classification/test_honest_training.py resumes a format-3 file).
-CHECKPOINT_FORMAT = 4
+# (tests/worker/engine/test_loop.py resumes a format-1 file and a mid-epoch one).
+CHECKPOINT_FORMAT = 3
 CHECKPOINT_KEYS = {
     "ema",
     "best",
@@ -53,7 +51,7 @@ CHECKPOINT_KEYS = {
     "scheduler",
 }
 BEST_KEYS = {
-    "classification": {"accuracy", "confusion", "epoch", "labels", "model", "scores"},
+    "classification": {"accuracy", "confusion", "epoch", "model"},
     "detection": {"accuracy", "epoch", "model", "report"},
 }
 UPDATE = os.environ.get("AITRAINER_UPDATE_GOLDEN") == "1"

@@ -118,6 +118,9 @@ class ToyTask:
     def final_report(self, best_payload: dict[str, Any]) -> ToyReport | None:
         return ToyReport(best_payload["score"]) if best_payload else None
 
+    def finalize(self, model: nn.Module, report: ToyReport | None, poll: Any) -> tuple[Any, None]:
+        return report, None
+
     def final_plots(self, report: ToyReport, out_dir: Path) -> dict[str, Path]:
         return {}
 
