@@ -252,3 +252,12 @@ def test_auto_weights_the_loss_of_an_imbalanced_set_by_its_training_counts(
     assert task.class_weights is not None
     assert task.class_weights.tolist() == pytest.approx(expected)
     assert data.recipe["class_weights"] == pytest.approx(dict(zip(counts, expected, strict=True)))
+
+
+def test_a_checkpoint_from_before_class_weights_resumes_as_the_old_engine_trained() -> None:
+    asked = dataclasses.replace(FAST_CONFIG, class_weighting="balanced", test_fraction=0.2)
+    saved = FAST_CONFIG.to_dict()
+    del saved["class_weighting"], saved["test_fraction"]
+    resumed = asked.as_resumed(saved)
+    assert (resumed.class_weighting, resumed.test_fraction) == ("none", None)
+    assert asked.as_resumed(asked.to_dict()) == asked  # a checkpoint with them: as asked
