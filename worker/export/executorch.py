@@ -1,4 +1,9 @@
-"""executorch: a .pte program with the XNNPACK delegate (PyTorch Mobile's successor)."""
+"""executorch: a .pte program with the XNNPACK delegate (PyTorch Mobile's successor).
+
+The program describes itself like every other format: each key of the shared metadata
+(labels, image_size, input, output, mean, std, class_thresholds, …) is a constant method
+returning its string, so an app reads `program.load_method("labels")` without the manifest.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ def export(ctx: ExportContext) -> Exported:
     # A static batch of 1 (what an app runs): memory is planned ahead for exactly that
     # shape, and every compute op lands in one XNNPACK subgraph.
     program = torch.export.export(ctx.wrapper, (ctx.sample(1),))
-    edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(
+        program, partitioner=[XnnpackPartitioner()], constant_methods=ctx.string_metadata()
+    )
     delegation = get_delegation_info(edge.exported_program().graph_module)
     path = ctx.out_dir / FILE_NAME
     path.write_bytes(edge.to_executorch().buffer)
@@ -36,6 +43,7 @@ def export(ctx: ExportContext) -> Exported:
             "delegated_subgraphs": delegation.num_delegated_subgraphs,
             "delegated_nodes": delegation.num_delegated_nodes,
             "non_delegated_ops": _non_delegated(delegation),
+            "metadata_methods": sorted(ctx.string_metadata()),
         },
     )
 
@@ -59,6 +67,12 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     problems = []
     if DELEGATE.encode() not in exported.model_path.read_bytes():
         problems.append(f"the program has no {DELEGATE} delegate")
+    # What an app reads back: every metadata method, returning exactly its string.
+    for key, value in ctx.string_metadata().items():
+        if key not in program.method_names:
+            problems.append(f"the program has no '{key}' method")
+        elif program.load_method(key).execute([]) != [value]:
+            problems.append(f"the program's '{key}' method returns another value")
     return with_problems(result, problems)
 
 

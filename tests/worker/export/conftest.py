@@ -14,6 +14,7 @@ from torchvision.transforms.v2 import functional as F
 
 from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export import FORMATS, Manifest, export_all
+from worker.export.manifest import ClassThresholds
 
 LABELS = ["blue sky", "grass", "red"]  # a space on purpose: labels are free text
 COLOURS = torch.tensor([[0.15, 0.25, 0.8], [0.2, 0.7, 0.25], [0.8, 0.15, 0.15]])
@@ -21,6 +22,10 @@ IMAGE_SIZE = 48
 PATCH = 16
 ARCHITECTURE = "mobilenet_v3_small"
 MODEL_VERSION = "alice/flowers@20260101T000000Z"
+# What training ships with a classifier: into the manifest and every format's metadata.
+THRESHOLDS = ClassThresholds(
+    target_precision=0.9, thresholds={"blue sky": 0.62, "grass": None, "red": 0.875}
+)
 HEAD_STEPS = 80
 # The parity every runnable format must meet on the check images (all float32 end to end;
 # observed differences are 0 to ~2e-5).
@@ -111,6 +116,7 @@ def exported(
         out_dir=out_dir,
         metrics=METRICS,
         model_version=MODEL_VERSION,
+        class_thresholds=THRESHOLDS,
     )
     return ExportRun(manifest, out_dir, time.perf_counter() - started)
 
