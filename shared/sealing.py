@@ -45,9 +45,14 @@ class KeyRing:
     current: bytes
     retired: tuple[bytes, ...] = ()
 
+    @property
+    def keys(self) -> tuple[bytes, ...]:
+        """Every key that opens, the current one first."""
+        return (self.current, *self.retired)
+
     def opening(self, wanted_id: str) -> bytes | None:
         """The ring's key with this id, or None."""
-        for key in (self.current, *self.retired):
+        for key in self.keys:
             if hmac.compare_digest(key_id(key), wanted_id):
                 return key
         return None
@@ -87,7 +92,7 @@ def unseal(
         return _open(key, payload, _associated_data(profile_id, project_name, job_id))
     if version == _LEGACY_VERSION:
         legacy = json.dumps([profile_id, project_name]).encode()
-        for key in (ring.current, *ring.retired):
+        for key in ring.keys:
             try:
                 return _open(key, rest, legacy)
             except SealError:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -85,14 +85,15 @@ class CommonSettings(BaseSettings):
     )
 
     @property
-    def storage_suffixes(self) -> list[str]:
-        return [suffix.strip() for suffix in self.azure_storage_suffixes.split(",") if suffix]
-
-    @property
-    def datasets_may_be_private(self) -> bool:
-        if self.dataset_allow_private is None:
-            return self.env == "dev"
-        return self.dataset_allow_private
+    def dataset_rules(self) -> dict[str, Any]:
+        """connection_string_problem's rules for tenants' endpoints, as the API (at the
+        request) and the worker (before it connects) both apply them."""
+        allow_private = self.dataset_allow_private
+        suffixes = [part.strip() for part in self.azure_storage_suffixes.split(",") if part]
+        return {
+            "allow_private": self.env == "dev" if allow_private is None else allow_private,
+            "suffixes": suffixes,
+        }
 
     # The master secret: each profile's webhooks are signed with a key derived from it
     # (shared/webhook_keys.py), which the API hands to that profile's tokens.

@@ -237,9 +237,7 @@ class Job:
         started = time.monotonic()
         if location.storage_type == "azure":  # the API checked it too; a queue is no border
             problem = connection_string_problem(
-                self.secrets["azure_connection_string"],
-                allow_private=self.settings.datasets_may_be_private,
-                suffixes=self.settings.storage_suffixes,
+                self.secrets["azure_connection_string"], **self.settings.dataset_rules
             )
             if problem:
                 raise IngestError(problem)

@@ -127,7 +127,7 @@ def _start(
         if any(item["type"] == "json_invalid" for item in error.errors()):
             return _seed_failure(400, "body is not valid JSON")
         return _seed_failure(400, describe_validation_error(error))
-    ids = {"profile_id": start.profile_id, "project_name": start.project_name}
+    ids = _ids(start)
     if not grant.allows(start.profile_id):
         return _seed_failure(
             403, f"this token may not start trainings for profile '{start.profile_id}'", **ids
@@ -146,12 +146,20 @@ def _start(
     except ApiError as error:
         return _seed_failure(error.status, error.message, **ids)
     except AzureError as error:
-        log.warning("starttraining: storage error %s", type(error).__name__)
-        return _seed_failure(503, STORAGE_DOWN, dataset=start.dataset, **ids)
+        return _storage_down(error, start)
+
+
+def _storage_down(error: AzureError, start: StartTrainingRequest) -> JSONResponse:
+    log.warning("starttraining: storage error %s", type(error).__name__)
+    return _seed_failure(503, STORAGE_DOWN, dataset=start.dataset, **_ids(start))
+
+
+def _ids(start: StartTrainingRequest) -> dict[str, str]:
+    return {"profile_id": start.profile_id, "project_name": start.project_name}
 
 
 def _start_now(services: Services, grant: Grant, start: StartTrainingRequest) -> JSONResponse:
-    ids = {"profile_id": start.profile_id, "project_name": start.project_name}
+    ids = _ids(start)
     try:
         answer = _queue(services, start, grant)
     except TooManyActive as busy:
@@ -173,8 +181,7 @@ def _start_now(services: Services, grant: Grant, start: StartTrainingRequest) ->
             **ids,
         )
     except AzureError as error:
-        log.warning("starttraining: storage error %s", type(error).__name__)
-        return _seed_failure(503, STORAGE_DOWN, dataset=start.dataset, **ids)
+        return _storage_down(error, start)
     return JSONResponse(answer.model_dump(), 202)
 
 
@@ -186,8 +193,7 @@ def _parse(settings: ApiSettings, body: bytes) -> StartTrainingRequest:
             "allow_private_webhooks": settings.webhook_allow_private,
             "webhook_resolve_seconds": settings.webhook_resolve_seconds,
             "dataset_rules": {
-                "allow_private": settings.datasets_may_be_private,
-                "suffixes": settings.storage_suffixes,
+                **settings.dataset_rules,
                 "resolve_seconds": settings.webhook_resolve_seconds,
             },
         },

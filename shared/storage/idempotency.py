@@ -73,7 +73,7 @@ class IdempotencyKeys:
         )
         return record, str(entity.metadata["etag"])
 
-    def prune(self, owner: str, now: datetime, most: int = 20) -> int:
+    def prune(self, owner: str, now: datetime, most: int = 20) -> None:
         """Delete up to `most` of the owner's expired records (each reservation prunes a few,
         so a token's rows stay about as many as its keys of the last day)."""
         expired = self.client.query_entities(
@@ -82,11 +82,8 @@ class IdempotencyKeys:
             select=["PartitionKey", "RowKey"],
             results_per_page=most,
         )
-        pruned = 0
         for entity in itertools.islice(expired, most):
             self.client.delete_entity(entity["PartitionKey"], entity["RowKey"])
-            pruned += 1
-        return pruned
 
     def reserve(self, owner: str, key: str, digest: str, replacing: str | None = None) -> str:
         """Claim the key for a request now under way; `replacing`: the ETag of an expired or
