@@ -221,7 +221,7 @@ class ClassificationTask:
 
     def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
         """Mean loss, accuracy and confusion matrix over the validation images."""
-        loss, confusion, _ = self._scored(model, self.val_rows, poll, full_precision=False)
+        loss, confusion, _ = self._scored(model, self.val_rows, poll, final=False)
         return Evaluation(
             loss=loss,
             score=int(confusion.trace()) / int(confusion.sum()),
@@ -229,11 +229,11 @@ class ClassificationTask:
         )
 
     def _scored(
-        self, model: nn.Module, rows: torch.Tensor, poll: Poll, full_precision: bool
-    ) -> tuple[float, torch.Tensor, torch.Tensor]:
-        """Mean loss, the confusion matrix and each image's class probabilities (CPU).
-
-        full_precision: float32 throughout, as the exports compute (no autocast)."""
+        self, model: nn.Module, rows: torch.Tensor, poll: Poll, final: bool
+    ) -> tuple[float, torch.Tensor, torch.Tensor | None]:
+        """Mean loss, the confusion matrix and, when final, each image's class probabilities
+        (CPU). final: the pass after training, in float32 as the exports compute (no
+        autocast); an epoch's evaluation keeps no per-image probabilities."""
         model.eval()
         num_classes = len(self.split.class_names)
         sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
@@ -243,18 +243,16 @@ class ClassificationTask:
         with torch.inference_mode():
             for images, labels in self.source.batches(rows, sizes):
                 poll()
-                with autocast_for(self.device, enabled=not full_precision):
+                with autocast_for(self.device, enabled=not final):
                     logits = model(self.transforms.eval(images))
                 loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
                 confusion_update(confusion, labels, logits.argmax(dim=1))
-                scores.append(logits.float().softmax(dim=1))
+                if final:
+                    scores.append(logits.float().softmax(dim=1))
         # Cloned outside inference mode: ordinary tensors, to save and compare like any other.
         confusion_cpu = confusion.cpu().clone()
-        return (
-            loss_sum.item() / int(confusion_cpu.sum()),
-            confusion_cpu,
-            torch.cat(scores).cpu().clone(),
-        )
+        probabilities = torch.cat(scores).cpu().clone() if final else None
+        return loss_sum.item() / int(confusion_cpu.sum()), confusion_cpu, probabilities
 
     def final_report(self, best_payload: dict[str, Any]) -> ClassificationReport | None:
         confusion = best_payload.get("confusion")
@@ -270,14 +268,16 @@ class ClassificationTask:
         thresholds reach on it."""
         if report is None:
             return None, None
-        _, _, validation = self._scored(model, self.val_rows, poll, full_precision=True)
+        _, _, validation = self._scored(model, self.val_rows, poll, final=True)
+        assert validation is not None
         thresholds = decision_thresholds(
             validation, self.val_labels, self.config.threshold_precision
         )
         report = replace(report, class_thresholds=thresholds)
         if not len(self.test_rows):
             return report, None
-        _, confusion, scores = self._scored(model, self.test_rows, poll, full_precision=True)
+        _, confusion, scores = self._scored(model, self.test_rows, poll, final=True)
+        assert scores is not None
         precision, cleared = precision_at_thresholds(scores, self.test_labels, thresholds)
         tested = replace(
             classification_report(confusion, self.split.class_names),

@@ -144,12 +144,12 @@ class CountingTask(ClassificationTask):
         super().__init__()
         self.test_scorings = 0
 
-    def _scored(self, model: Any, rows: torch.Tensor, poll: Any, full_precision: bool) -> Any:
+    def _scored(self, model: Any, rows: torch.Tensor, poll: Any, final: bool) -> Any:
         test_rows = {int(row) for row in self.test_rows}
         if test_rows & {int(row) for row in rows}:
             assert {int(row) for row in rows} == test_rows  # never mixed with other images
             self.test_scorings += 1
-        return super()._scored(model, rows, poll, full_precision)
+        return super()._scored(model, rows, poll, final)
 
 
 SHORT = dataclasses.replace(FAST_CONFIG, epochs=3)
