@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.images import IMAGE_SUFFIXES
 from worker.classification.preprocessing import check_image
 from worker.engine.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from worker.engine.data import DatasetError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Archive debris that is never a class: macOS resource forks and Windows thumbnail caches.
 IGNORED_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 TRAIN_DIR = "train"

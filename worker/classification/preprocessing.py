@@ -6,15 +6,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from shared import images
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 # The smallest draft size asks libjpeg for its cheapest (1/8 scale) decode; it still reads
 # every byte of the entropy-coded data, so a truncated file still fails.
-CHECK_DRAFT_SIZE = (1, 1)
+CHECK_MIN_SIZE = 1
 
 
 def eval_geometry(image_size: int) -> v2.Compose:
@@ -37,8 +39,7 @@ def eval_transform(image_size: int) -> v2.Compose:
 def preprocessing_description(image_size: int) -> dict[str, Any]:
     """What an exported model expects as input, for the manifest and the export checks."""
     return {
-        "color_space": "RGB",
-        "exif_orientation_applied": True,
+        **images.decoding_description(),
         "resize_short_side": image_size,
         "center_crop": [image_size, image_size],
         "interpolation": "bilinear, antialiased",
@@ -52,12 +53,7 @@ def preprocessing_description(image_size: int) -> dict[str, Any]:
 
 def open_upright_rgb(path: Path, min_size: int) -> Image.Image:
     """Decode an image file as upright RGB, letting JPEGs decode at a reduced scale ≥ min_size."""
-    with Image.open(path) as image:
-        # draft() picks the smallest JPEG DCT scale whose both sides stay ≥ min_size, so
-        # a 12 MP photo decodes several times faster and the later resize still downsamples.
-        image.draft("RGB", (min_size, min_size))
-        upright = ImageOps.exif_transpose(image)
-        return upright.convert("RGB")
+    return images.decode_image(path, min_size).image
 
 
 def decode_image(path: Path, image_size: int) -> torch.Tensor:
@@ -67,6 +63,4 @@ def decode_image(path: Path, image_size: int) -> torch.Tensor:
 
 def check_image(path: Path) -> None:
     """Raise if the file cannot be decoded to the end (truncated, corrupt, a decompression bomb)."""
-    with Image.open(path) as image:
-        image.draft("RGB", CHECK_DRAFT_SIZE)
-        image.load()
+    images.decode_image(path, CHECK_MIN_SIZE)

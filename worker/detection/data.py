@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
+from shared import images
 from worker.classification.batches import DEVICE_CACHE_SHARE
 from worker.detection.annotations import AnnotatedImage
 from worker.detection.augment import MIN_BOX_SIDE, Target
@@ -107,15 +107,11 @@ def scaled_target(image: AnnotatedImage, size: int, device: torch.device) -> Tar
 
 
 def decode(path: Path, size: int) -> torch.Tensor | None:
-    """The whole image stretched to size² as uint8 (3, size, size); None when unreadable."""
+    """The whole upright image stretched to size² as uint8 (3, size, size); None when
+    unreadable. The annotations already turned its boxes upright (annotations.common)."""
     try:
-        with Image.open(path) as stored:
-            # Boxes refer to the stored pixel grid, so EXIF rotation is not applied here.
-            stored.draft("RGB", (size, size))
-            rgb = stored.convert("RGB")
-    # Image plugins raise many kinds of errors on hostile or broken files (OSError,
-    # SyntaxError, struct.error, DecompressionBombError, …); all of them mean "skip it".
-    except Exception:
+        rgb = images.decode_image(path, size).image
+    except images.UnreadableImage:
         return None
     return F.resize(F.pil_to_tensor(rgb), [size, size], antialias=True)
 
@@ -123,8 +119,7 @@ def decode(path: Path, size: int) -> torch.Tensor | None:
 def preprocessing_description(image_size: int) -> dict[str, Any]:
     """What an exported detector expects as input, for metrics.json and the manifest."""
     return {
-        "color_space": "RGB",
-        "exif_orientation_applied": False,
+        **images.decoding_description(),
         "resize": [image_size, image_size],
         "keep_aspect_ratio": False,
         "interpolation": "bilinear, antialiased",

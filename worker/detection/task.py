@@ -73,6 +73,8 @@ class DetectionTask:
             notes.append(f"{counts.clipped_boxes} clipped and {counts.dropped_boxes} dropped boxes")
         if counts.missing_images:
             notes.append(f"{plural(counts.missing_images, 'missing image')} skipped")
+        if counts.rotated_images:
+            notes.append(f"{plural(counts.rotated_images, 'photo')} turned upright by EXIF")
         return "; ".join(notes)
 
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:

@@ -34,6 +34,8 @@ LIBRARIES = (
 HOST_STEPS = (
     "color_space",
     "exif_orientation_applied",
+    "transparent_background",
+    "high_bit_depth",
     "resize_short_side",
     "center_crop",
     "interpolation",
@@ -227,6 +229,10 @@ def input_contract(image_size: int, batch: int | str = "batch") -> InputContract
 DETECTION_HOST_STEPS = (
     "color_space",
     "exif_orientation_applied",
+    "transparent_background",
+    "high_bit_depth",
+    "transparent_background",
+    "high_bit_depth",
     "resize",
     "keep_aspect_ratio",
     "interpolation",

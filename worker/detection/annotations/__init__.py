@@ -94,6 +94,7 @@ def load_detection_dataset(
         dropped_boxes=tally.dropped,
         missing_images=tally.missing,
         problems=tuple(tally.notes),
+        rotated_images=tally.rotated,
     )
     if not images:
         raise DatasetError(

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from PIL import Image
-
-from worker.classification.data import IGNORED_NAMES, IMAGE_SUFFIXES, MAX_READ_THREADS
+from shared import images
+from shared.images import IMAGE_SUFFIXES
+from worker.classification.data import IGNORED_NAMES, MAX_READ_THREADS
 from worker.engine.data import DatasetError
 
 DetectionFormat = Literal["coco", "yolo", "voc"]
@@ -26,10 +26,11 @@ CLIP_TOLERANCE_PX = 1e-6
 
 @dataclass(frozen=True)
 class AnnotatedImage:
-    """One usable image and its boxes, in pixels of the stored image (no EXIF rotation)."""
+    """One usable image and its boxes, in pixels of the upright image (EXIF orientation
+    applied, as the decoder applies it)."""
 
     path: Path  # absolute path of the image file
-    width: int
+    width: int  # upright
     height: int
     boxes: tuple[Box, ...]  # x1, y1, x2, y2, clipped to the image, each with positive area
     labels: tuple[int, ...]  # 0-based index into DetectionDataset.class_names, one per box
@@ -47,6 +48,7 @@ class AnnotationCounts:
     dropped_boxes: int  # degenerate, entirely outside, or COCO crowd regions
     missing_images: int  # annotated images whose file does not exist or cannot be read
     problems: tuple[str, ...]  # the first MAX_PROBLEMS notes, each naming a file under root
+    rotated_images: int = 0  # kept images with an EXIF orientation, turned upright with boxes
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Tally:
     clipped: int = 0
     dropped: int = 0
     missing: int = 0
+    rotated: int = 0
     notes: list[str] = field(default_factory=list)
 
     def note(self, text: str) -> None:
@@ -209,19 +212,24 @@ def number(value: object) -> float | None:
     return result if math.isfinite(result) else None
 
 
-def read_header(path: Path) -> tuple[int, int] | str:
-    """(width, height) from the image header, or why the file cannot be used."""
+def read_header(path: Path) -> images.ImageHeader | str:
+    """The image header (stored size and EXIF orientation), or why the file cannot be used."""
     if not path.is_file():
         return "does not exist"
     try:
-        with Image.open(path) as image:
-            size = image.size
-            image.verify()  # checks structure (PNG chunk CRCs, …) without decoding pixels
-    # Image plugins raise many kinds of errors on hostile or broken files (OSError,
-    # SyntaxError, struct.error, DecompressionBombError, …); all of them mean "skip it".
-    except Exception as error:
-        return f"cannot be read as an image ({type(error).__name__})"
-    return size
+        return images.read_header(path)
+    except images.UnreadableImage as error:
+        return f"cannot be read as an image ({error})"
+
+
+def box_frame(declared: tuple[int, int] | None, header: images.ImageHeader) -> str:
+    """Which pixels an image's boxes are in: "upright" when the annotation file declares the
+    upright (EXIF-rotated) size and it differs from the stored one, else "stored" (YOLO's
+    fractions, and every size that fits both, are taken as of the stored pixels)."""
+    upright = header.upright_size
+    if declared is not None and declared == upright and upright != header.stored_size:
+        return "upright"
+    return "stored"
 
 
 def fit_box(box: Box, width: int, height: int) -> tuple[Box | None, str]:
@@ -237,7 +245,8 @@ def fit_box(box: Box, width: int, height: int) -> tuple[Box | None, str]:
 
 
 def check_images(root: Path, raw_images: list[RawImage], tally: Tally) -> list[AnnotatedImage]:
-    """Read each image's header (in threads), then clip, drop and count its boxes in order."""
+    """Read each image's header (in threads), then turn its boxes upright with the photo's
+    EXIF orientation (as the decoder turns the pixels), and clip, drop and count them."""
     workers = max(1, min(MAX_READ_THREADS, os.cpu_count() or 1, len(raw_images)))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         headers = list(pool.map(read_header, [raw.path for raw in raw_images]))
@@ -249,13 +258,16 @@ def check_images(root: Path, raw_images: list[RawImage], tally: Tally) -> list[A
             named = f" (named in {raw.source})" if raw.source != name else ""
             tally.note(f"{name} {header}{named}; skipped")
             continue
-        width, height = header
+        frame = box_frame(raw.declared_size, header)
+        width, height = header.upright_size if frame == "upright" else header.stored_size
         declared = raw.declared_size
-        if declared is not None and declared != header:
+        if declared is not None and declared not in (header.stored_size, header.upright_size):
             tally.note(
                 f"{raw.source}: '{name}' is {declared[0]}×{declared[1]} in the annotations but "
                 f"{width}×{height} in the file; using the file's size"
             )
+        if header.orientation != 1:
+            tally.rotated += 1
         boxes: list[Box] = []
         labels: list[int] = []
         for raw_box in raw.boxes:
@@ -278,9 +290,19 @@ def check_images(root: Path, raw_images: list[RawImage], tally: Tally) -> list[A
                     f"{raw_box.where}: box {_shown(coords)} is partly outside the "
                     f"{width}×{height} image; clipped"
                 )
-            boxes.append(box)
+            boxes.append(box if frame == "upright" else images.upright_box(box, header))
             labels.append(raw_box.label)
-        kept.append(AnnotatedImage(raw.path, width, height, tuple(boxes), tuple(labels), raw.split))
+        upright_width, upright_height = header.upright_size
+        kept.append(
+            AnnotatedImage(
+                raw.path,
+                upright_width,
+                upright_height,
+                tuple(boxes),
+                tuple(labels),
+                raw.split,
+            )
+        )
     return kept
 
 
