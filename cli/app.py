@@ -1,4 +1,4 @@
-"""The `aitrainer` commands: train, status, list, download, cancel, delete, check.
+"""The `aitrainer` commands: train, check-dataset, status, list, download, cancel, delete, check.
 
 Output goes to stdout; a failure is one `error: …` line on stderr and a non-zero exit
 (1 an error, 2 a usage error, 3 a training that ended FAILED or CANCELLED, 130 Ctrl-C).
@@ -6,6 +6,7 @@ Output goes to stdout; a failure is one `error: …` line on stderr and a non-ze
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from rich.table import Table
 
 from cli import config
+from cli.check_dataset import check_local_dataset, print_report
 from cli.client import ApiClient
 from cli.download import Downloaded, download
 from cli.errors import (
@@ -46,11 +48,13 @@ from shared.contract import (
     DEFAULT_EXPORT,
     DEFAULT_GAMMA,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEAKAGE,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEP_SIZE,
     DETECTION_ARCHITECTURES,
     DETECTION_EXPORT_FORMATS,
     EXPORT_FORMATS,
+    LEAKAGES,
     MAX_EPOCHS,
     MAX_GAMMA,
     MAX_IMAGE_SIZE,
@@ -194,6 +198,18 @@ def cli() -> None:
     is_flag=True,
     help="Never mirror images left to right (text, digits, left/right teeth).",
 )
+@click.option(
+    "--leakage",
+    type=click.Choice(LEAKAGES),
+    help=f"A picture in more than one of train/val/test: drop the later copies or keep them "
+    f"(default {DEFAULT_LEAKAGE}; docs/training.md).",
+)
+@click.option(
+    "--no-check",
+    "no_check",
+    is_flag=True,
+    help="Upload without checking the dataset here first (the worker still checks it).",
+)
 @click.option("--webhook-url", help="Where the worker POSTs progress events.")
 @click.option(
     "--out",
@@ -250,6 +266,8 @@ def train(
     architecture: str | None,
     augmentation: str | None,
     no_flip: bool,
+    leakage: str | None,
+    no_check: bool,
     webhook_url: str | None,
     out: Path | None,
     detach: bool,
@@ -295,6 +313,7 @@ def train(
         "architecture": architecture,
         "augmentation": augmentation,
         "horizontal_flip": False if no_flip else None,
+        "leakage": leakage,
         "webhook_url": webhook_url,
         "export": [name.strip() for item in exports for name in item.split(",") if name.strip()]
         or None,
@@ -308,6 +327,8 @@ def train(
     _validate_locally(body, where)
     with _client(api_url, token) as client:
         _preflight(client, console, profile, project)
+        if not no_check:  # after the API said yes to the name: a big set takes a while
+            _check_before_upload(console, dataset, body)
         uploaded = _upload(console, local, where, f"{profile}/{project}")
         answer = client.start(body | uploaded.fields)
         _say(console, f"started {profile}/{project}: {answer.message}")
@@ -323,6 +344,22 @@ def train(
                 f"server. Follow it again with: {follow_command}"
             ) from None
         _finish(console, final, out or Path(project))
+
+
+def _check_before_upload(console: Console, dataset: Path, body: dict[str, Any]) -> None:
+    """The worker's dataset check, here: its summary, and no upload when it would fail."""
+    report = check_local_dataset(
+        dataset,
+        body["model_type"],
+        body.get("image_size", DEFAULT_IMAGE_SIZE),
+        body.get("leakage", DEFAULT_LEAKAGE),
+    )
+    _say(console, report.summary())
+    if report.errors:
+        raise CliError(
+            f"the dataset check failed: {'; '.join(report.errors)}; nothing was uploaded "
+            f"(details: {command('check-dataset', str(dataset))})"
+        )
 
 
 def _validate_locally(body: dict[str, Any], where: config.StorageConfig) -> None:
@@ -578,6 +615,41 @@ def delete(profile: str, project: str, api_url: str, token: str | None) -> None:
     with _client(api_url, token) as client:
         message = client.delete(profile, project)
     _say(_console(), message)
+
+
+@cli.command(name="check-dataset")
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option(
+    "--model-type",
+    type=click.Choice(["classification", "detection"]),
+    default="classification",
+    show_default=True,
+)
+@click.option(
+    "--image-size",
+    type=click.IntRange(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE),
+    default=DEFAULT_IMAGE_SIZE,
+    show_default=True,
+    help="The size you will train at: smaller images are reported.",
+)
+@click.option("--leakage", type=click.Choice(LEAKAGES), default=DEFAULT_LEAKAGE, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print dataset_report.json instead.")
+def check_dataset(
+    dataset: Path, model_type: str, image_size: int, leakage: str, as_json: bool
+) -> None:
+    """Check DATASET (a folder or a .zip) here, as the worker will: unreadable files,
+    duplicates, leaks between splits, class balance, small images (nothing is uploaded).
+
+    Exits 1 when the worker would refuse the dataset.
+    """
+    report = check_local_dataset(dataset, model_type, image_size, leakage)  # type: ignore[arg-type]
+    console = _console()
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=1, ensure_ascii=False))
+    else:
+        print_report(console, report)
+    if report.errors:
+        raise CliError(f"the worker would refuse this dataset: {'; '.join(report.errors)}")
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from shared.contract import StatusResponse
 from shared.storage.artifacts import RUNS_FOLDER
 
 MANIFEST_NAME = "manifest.json"
+DATASET_REPORT_NAME = "dataset_report.json"
 DOWNLOAD_THREADS = 4
 CHUNK_BYTES = 1 << 20
 
@@ -76,6 +77,8 @@ def planned(status: StatusResponse) -> dict[str, str]:
     plan: dict[str, str] = {}
     if status.manifest:
         plan[MANIFEST_NAME] = status.manifest
+    if status.dataset_report:
+        plan[local_name(status.dataset_report, status, DATASET_REPORT_NAME)] = status.dataset_report
     for fmt, url in status.exports.items():
         plan[local_name(url, status, f"model.{fmt}")] = url
     for key, url in status.files.items():

@@ -68,8 +68,16 @@ ClassWeighting = Literal["none", "balanced", "auto"]
 CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
 DEFAULT_CLASS_WEIGHTING: ClassWeighting = "auto"
 AUTO_BALANCE_RATIO = 3.0
+# The row's files key (and the status field) of the dataset check's dataset_report.json.
+DATASET_REPORT_KEY = "dataset_report"
 # A held-out test split, scored once with the best epoch's model: at most this share.
 MAX_TEST_FRACTION = 0.3
+# A picture the dataset check finds in more than one of train/val/test (docs/training.md
+# "Dataset check"): "drop" keeps duplicates on one side of a seeded split and drops the
+# val/test copies from given folders; "keep" only reports them.
+Leakage = Literal["drop", "keep"]
+LEAKAGES: tuple[str, ...] = get_args(Leakage)
+DEFAULT_LEAKAGE: Leakage = "drop"
 # Per-class thresholds shipped with a classifier reach this precision on validation images.
 DEFAULT_THRESHOLD_PRECISION = 0.9
 
@@ -324,6 +332,12 @@ class StartTrainingRequest(BaseModel):
         description="classification: the precision each class's shipped decision threshold "
         "reaches on validation images",
         json_schema_extra={"exclusiveMinimum": 0, "maximum": 1},
+    )
+    leakage: Leakage = Field(
+        default=DEFAULT_LEAKAGE,
+        description="classification: a picture found in more than one of train/val/test "
+        "(exact or near duplicate): drop keeps a seeded split's duplicates on one side and "
+        "drops the val/test copies of given folders; keep only reports it",
     )
     storage_type: Literal["aws", "azure"]
     container: str = Field(
@@ -623,6 +637,7 @@ class TrainingParams(BaseModel):
     class_weighting: ClassWeighting = DEFAULT_CLASS_WEIGHTING
     test_fraction: float | None = None
     threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
+    leakage: Leakage = DEFAULT_LEAKAGE
 
 
 class DatasetLocation(BaseModel):
@@ -780,6 +795,11 @@ class StatusResponse(BaseModel):
         default_factory=dict, description="format → download URL (expires; ask again for fresh)"
     )
     manifest: str | None = Field(default=None, description="download URL of manifest.json")
+    dataset_report: str | None = Field(
+        default=None,
+        description="download URL of dataset_report.json: what the dataset check found, "
+        "from the DOWNLOADED step on",
+    )
     files: dict[str, str] = Field(
         default_factory=dict, description="labels, metrics, plots, checkpoint → download URL"
     )
@@ -805,6 +825,7 @@ class StatusResponse(BaseModel):
             parameters=row.params,
             exports={name: links(blob) for name, blob in row.exports.items()},
             manifest=files.pop("manifest", None),
+            dataset_report=files.pop(DATASET_REPORT_KEY, None),
             files=files,
         )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import logging
 import shutil
 import tempfile
@@ -25,11 +26,21 @@ from typing import Any
 import torch
 
 from shared.connection_strings import connection_string_problem
-from shared.contract import MAX_EPOCHS, State, StatusResponse, TrainingRow, utcnow
+from shared.contract import (
+    DATASET_REPORT_KEY,
+    MAX_EPOCHS,
+    State,
+    StatusResponse,
+    TrainingRow,
+    utcnow,
+)
+from shared.dataset_check import DatasetReport
 from shared.storage.artifacts import (
+    RUNS_FOLDER,
     ArtifactStore,
     delivery_prefix,
     resume_prefix,
+    training_prefix,
 )
 from shared.storage.jobs import JobsTable, TrainingNotFound
 from worker.claim import job_key
@@ -48,6 +59,7 @@ from worker.tasks import task_for
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
+DATASET_REPORT_FILE = "dataset_report.json"  # beside the model files; the status links it
 
 CHECKPOINT_BLOB = "checkpoint_last.pt"  # the name it had before claims had blobs of their own
 EXPORT_CHECK_IMAGES = 32  # images each export is compared with PyTorch on
@@ -164,8 +176,9 @@ class Job:
         self.check_claim()
         self.artifacts.upload_file(path, blob)
 
-    def advance(self, state: State, message: str) -> None:
-        """Move to `state` (never backwards: a resumed job stays where it was) and say why."""
+    def advance(self, state: State, message: str, event: bool = True) -> None:
+        """Move to `state` (never backwards: a resumed job stays where it was) and say why;
+        event=False leaves the state_changed webhook to a later update."""
 
         def change(row: TrainingRow) -> None:
             moved = row.state.can_move_to(state) and row.state != state
@@ -174,9 +187,8 @@ class Job:
             row.message = message
 
         before = self.row.state
-        self.update(
-            change, "state_changed" if before.can_move_to(state) and before != state else None
-        )
+        moves = before.can_move_to(state) and before != state
+        self.update(change, "state_changed" if moves and event else None)
 
     def finish(self, state: State, message: str) -> Outcome:
         def change(row: TrainingRow) -> None:
@@ -243,36 +255,22 @@ class Job:
                 raise IngestError(problem)
         source = open_source(location, self.secrets, limits.concurrency)
         root, fetched = fetch(source, location.folder, location.zipped, workspace, limits)
-        self.advance(
-            State.DOWNLOADED,
+        downloaded = (
             f"{resume_note}downloaded {fetched} bytes in {time.monotonic() - started:.1f} s: "
-            + self.task.describe_dataset(root),
+            + self.task.describe_dataset(root)
         )
+        config = self._config()
+        # DOWNLOADED without its event yet: the event carries what the check finds.
+        before = self.row.state
+        announce = before.can_move_to(State.DOWNLOADED) and before != State.DOWNLOADED
+        self.advance(State.DOWNLOADED, f"{downloaded}; checking every image", event=False)
+        report = self.task.check_dataset(root, config)
+        self._publish_report(report, f"{downloaded}; {report.summary()}", announce)
+        if report.errors:
+            raise DatasetError("; ".join(report.errors))
         if self.flags.stop.is_set():
             return self.pause()
         params = self.row.params
-        assert params.architecture is not None  # the contract sets the default
-        config = TrainConfig(
-            epochs=params.epochs,
-            learning_rate=params.learning_rate,
-            image_size=params.image_size,
-            batch_size=params.batch_size,
-            step_size=params.step_size,
-            gamma=params.gamma,
-            architecture=params.architecture,
-            pretrained=self.settings.pretrained,
-            weights_dir=self.settings.weights_dir,
-            device=self.settings.device,
-            cache_bytes=self.settings.cache_bytes,
-            checkpoint_seconds=self.settings.checkpoint_seconds,
-            task=params.model_type,
-            augmentation=params.augmentation,
-            horizontal_flip=params.horizontal_flip,
-            patience=params.patience,
-            class_weighting=params.class_weighting,
-            test_fraction=params.test_fraction,
-            threshold_precision=params.threshold_precision,
-        )
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
         try:
@@ -302,6 +300,56 @@ class Job:
                 State.CANCELLED, f"cancelled during epoch {self.row.current_epoch + 1}"
             )
         return self._deliver(result, root)
+
+    def _config(self) -> TrainConfig:
+        """The run's TrainConfig: the row's request, the worker's settings."""
+        params = self.row.params
+        assert params.architecture is not None  # the contract sets the default
+        return TrainConfig(
+            epochs=params.epochs,
+            learning_rate=params.learning_rate,
+            image_size=params.image_size,
+            batch_size=params.batch_size,
+            step_size=params.step_size,
+            gamma=params.gamma,
+            architecture=params.architecture,
+            pretrained=self.settings.pretrained,
+            weights_dir=self.settings.weights_dir,
+            device=self.settings.device,
+            cache_bytes=self.settings.cache_bytes,
+            checkpoint_seconds=self.settings.checkpoint_seconds,
+            task=params.model_type,
+            augmentation=params.augmentation,
+            horizontal_flip=params.horizontal_flip,
+            patience=params.patience,
+            class_weighting=params.class_weighting,
+            test_fraction=params.test_fraction,
+            threshold_precision=params.threshold_precision,
+            leakage=params.leakage,
+        )
+
+    def _publish_report(self, report: DatasetReport, message: str, announce: bool) -> None:
+        """Upload dataset_report.json, link it from the row, say what the check found."""
+        path = self.out_dir / DATASET_REPORT_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report.as_json(), indent=1, ensure_ascii=False))
+        blob = self.delivery_prefix + DATASET_REPORT_FILE
+        self.upload(path, blob)
+
+        def change(row: TrainingRow) -> None:
+            row.message = message
+            row.files = {**row.files, DATASET_REPORT_KEY: blob}
+
+        # The DOWNLOADED event, unless this job had announced DOWNLOADED (or more) before.
+        self.update(change, "state_changed" if announce else None)
+        # The one file a claim uploads before delivering: reports of claims that lost this
+        # job (to a lease expiry, a kill) are theirs alone, so only this claim's remains.
+        runs = training_prefix(self.row.profile_id, self.row.project_name) + RUNS_FOLDER
+        for name in self.artifacts.list(runs):
+            if name.endswith("/" + DATASET_REPORT_FILE) and not name.startswith(
+                self.delivery_prefix
+            ):
+                self.artifacts.delete(name)
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
         blob = self.row.checkpoint_blob
@@ -419,7 +467,11 @@ class Job:
         for path, blob in uploads:
             self.upload(path, prefix + blob)
         exports = {fmt: prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
-        files = {"manifest": MANIFEST_FILE, "labels": LABELS_FILE}
+        files = {
+            "manifest": MANIFEST_FILE,
+            "labels": LABELS_FILE,
+            DATASET_REPORT_KEY: DATASET_REPORT_FILE,
+        }
         files |= {key: blob for key, (_, blob) in extras.items()}
         # A format's companions (TorchScript's plain state_dict) are downloadable too.
         for result_of_format in manifest.formats.values():
@@ -507,6 +559,7 @@ def report_summary(result: TrainResult) -> dict[str, Any]:
         "pretrained": result.pretrained,
         "report": asdict(result.report),
         "test_report": asdict(result.test_report) if result.test_report is not None else None,
+        "dataset": result.dataset_check,
     }
 
 

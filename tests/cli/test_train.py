@@ -57,7 +57,7 @@ def test_train_uploads_a_folder_follows_progress_and_downloads_checked_model_fil
     assert any(line.startswith("SUCCESS") and "epoch 2/2" in line for line in lines)
     assert any(line.startswith("validation accuracy: ") for line in lines)
     assert "(best epoch " in out
-    assert "downloaded 7 files to teeth (sha256 checked against manifest.json):" in out
+    assert "downloaded 8 files to teeth (sha256 checked against manifest.json):" in out
     assert "model.onnx" in out and "onnx model" in out
 
     # The files, byte-checked against the manifest.
@@ -89,7 +89,7 @@ def test_train_uploads_a_folder_follows_progress_and_downloads_checked_model_fil
 
     again = cli.run("download", "clinic", "teeth", "--out", "again")
     assert again.returncode == 0, again.stderr
-    assert "downloaded 7 files to again" in again.stdout
+    assert "downloaded 8 files to again" in again.stdout
     assert_checked_download(cli.cwd / "again", ["bad", "good"])
 
     check = cli.run("check")

@@ -274,6 +274,7 @@ def test_defaults_and_duplicate_exports_reach_the_status(http: httpx.Client) -> 
         "class_weighting": "auto",
         "test_fraction": None,
         "threshold_precision": 0.9,
+        "leakage": "drop",
     }
     assert status["epochs"] == 10
 

@@ -56,7 +56,7 @@ def test_a_detector_trains_exports_and_a_broken_set_fails_clearly(
     webhook: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
-    write_detection_dataset(tmp_path / "yolo", "yolo", images=32, size=64)
+    truth = write_detection_dataset(tmp_path / "yolo", "yolo", images=32, size=64)
     upload_azure(dataset_container, "yolo/", folder_files(tmp_path / "yolo"))
     broken = folder_files(tmp_path / "yolo")
     broken["labels/img_001.txt"] = b"7 0.5 0.5 0.2 0.2\n"  # class 7 of 2
@@ -84,6 +84,12 @@ def test_a_detector_trains_exports_and_a_broken_set_fails_clearly(
         time.sleep(0.1)
     downloaded = [e["message"] for e in webhook.events() if e["result"] == "DOWNLOADED"]
     assert "images with" in downloaded[0] and "(YOLO) in 2 classes (square, bar)" in downloaded[0]
+    assert "checked 32 images (32 readable)" in downloaded[0]
+    # The dataset check counted every box, per class, as the writer drew them.
+    report = requests.get(status["dataset_report"], timeout=30).json()
+    drawn = [label for sample in truth for label in sample.labels]
+    assert report["boxes"]["per_class"] == {"square": drawn.count(0), "bar": drawn.count(1)}
+    assert report["boxes"]["images_without_boxes"]["count"] == sum(1 for t in truth if not t.boxes)
     epochs = [e for e in webhook.events() if e["event"] == "epoch_completed"]
     assert [e["current_epoch"] for e in epochs] == [1, 2, 3]
     assert all("validation mAP@0.5" in e["message"] for e in epochs)

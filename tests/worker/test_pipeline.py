@@ -39,6 +39,13 @@ EVERY_FORMAT = ["onnx", "coreml", "pytorchmobile", "torch", "executorch"]
 ORDER = [s.value for s in State]
 
 
+def manifest_dataset(status: dict[str, Any]) -> dict[str, Any]:
+    """The dataset check's report as the manifest carries it."""
+    manifest = requests.get(status["manifest"], timeout=30).json()
+    check: dict[str, Any] = manifest["metrics"]["dataset"]
+    return check
+
+
 def azure_request(azurite: Azurite, container: str, folder: str, **extra: Any) -> dict[str, Any]:
     return {
         "profile_id": "clinic",
@@ -80,6 +87,7 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
 ) -> None:
     files = dataset_files()
     files["good/broken.jpg"] = b"\xff\xd8\xff\xe0 not really a jpeg"  # skipped and counted
+    files["good/also_bad.png"] = files["bad/bad_000.png"]  # one picture in two classes
     upload_azure(dataset_container, "teeth/", files)
     upload_azure(dataset_container, "teeth2/", {"x/not-this.png": b"decoy"})  # `teeth` ≠ `teeth2`
     body = azure_request(
@@ -117,6 +125,22 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     ):
         time.sleep(0.1)
     events = webhook.events()
+    # The dataset check's findings: in the DOWNLOADED event and in dataset_report.json.
+    downloaded = next(e for e in events if e["result"] == "DOWNLOADED")
+    assert "checked 34 images (33 readable)" in downloaded["message"]
+    assert "1 unreadable (skipped)" in downloaded["message"]
+    assert "1 pictures in more than one class" in downloaded["message"]
+    report = requests.get(status["dataset_report"], timeout=30).json()
+    assert report["unreadable"]["files"][0]["file"] == "good/broken.jpg"
+    assert report["duplicates"]["across_classes"] == [
+        {
+            "exact": True,
+            "files": ["bad/bad_000.png", "good/also_bad.png"],
+            "classes": ["bad", "good"],
+        }
+    ]
+    assert report["classes"]["good"]["train"] + report["classes"]["good"]["val"] == 17
+    assert manifest_dataset(status)["duplicates"] == report["duplicates"]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert [(e["event"], e["result"]) for e in events] == [
         ("state_changed", "DOWNLOADING"),
@@ -202,7 +226,8 @@ def test_zipped_azure_and_both_s3_forms_succeed_in_one_worker(
         {
             "archive.zip": zip_bytes(
                 {f"train/{k}": v for k, v in files.items()}
-                | {f"val/{k}": v for k, v in files.items()}
+                # Other pictures than train's: a copy in val would be dropped as leakage.
+                | {f"val/{k}": v for k, v in dataset_files(per_class=20).items() if k not in files}
             )
         },
     )

@@ -7,14 +7,14 @@ order they are asked for, so a run gives the same result whichever one it uses.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from shared.images import DecodedImage
 from worker.classification.data import ImageFile
-from worker.classification.preprocessing import decode_image
+from worker.classification.preprocessing import decode_image, eval_view
 
 # A device cache may take this share of the GPU memory free at start; the rest is training's.
 DEVICE_CACHE_SHARE = 0.5
@@ -44,9 +44,9 @@ class ImageCache:
         self.image_size = image_size
         self.pixels = torch.empty((rows, 3, image_size, image_size), dtype=torch.uint8)
 
-    def read(self, row: int, path: Path) -> None:
-        """Decode one file into its row; an ImageReader for data.read_dataset."""
-        self.pixels[row] = decode_image(path, self.image_size)
+    def store(self, row: int, decoded: DecodedImage) -> None:
+        """One decoded file's eval view into its row: data.read_dataset's on_decoded."""
+        self.pixels[row] = eval_view(decoded.image, self.image_size)
 
 
 class CachedBatches:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from shared.contract import Leakage
+from shared.dataset_check import (
+    CheckedImage,
+    DatasetReport,
+    ImageFacts,
+    OnDecoded,
+    dataset_report,
+    duplicate_groups,
+    leaked_rows,
+    scan,
+)
 from shared.images import IMAGE_SUFFIXES
-from worker.classification.preprocessing import check_image
-from worker.engine.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION
+from worker.engine.config import DEFAULT_IMAGE_SIZE, DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from worker.engine.data import DatasetError
 
 # Archive debris that is never a class: macOS resource forks and Windows thumbnail caches.
@@ -26,8 +35,6 @@ MAX_READ_THREADS = 32
 
 Layout = Literal["train_val", "class_folders"]
 Split = Literal["train", "val", "test"]
-ImageReader = Callable[[int, Path], None]
-"""Reads the image at a layout row; raises if the file cannot be decoded."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class DatasetSplit:
     skipped_files: tuple[str, ...]  # relative to root, the first MAX_LISTED_SKIPPED
     rows: int  # len(DatasetLayout.files): the rows a cache indexed by ImageFile.row needs
     test: tuple[ImageFile, ...] = ()  # a test/ folder's images, or those test_fraction held out
+    report: DatasetReport | None = None  # the dataset check's findings (dataset_report.json)
 
     def class_counts(self, split: Split) -> dict[str, int]:
         """Images per class in one split."""
@@ -79,10 +87,21 @@ def load_dataset(
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = DEFAULT_SEED,
     test_fraction: float | None = None,
+    leakage: Leakage = "drop",
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    threads: int | None = None,
 ) -> DatasetSplit:
     """Find, check and split the dataset in root (train/<class>/ + val/<class>/ [+ test/], or
     <class>/)."""
-    return read_dataset(find_images(root), val_fraction, seed, test_fraction=test_fraction)
+    return read_dataset(
+        find_images(root),
+        val_fraction,
+        seed,
+        threads=threads,
+        test_fraction=test_fraction,
+        image_size=image_size,
+        leakage=leakage,
+    )
 
 
 def find_images(root: Path) -> DatasetLayout:
@@ -156,39 +175,72 @@ def read_dataset(
     layout: DatasetLayout,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = DEFAULT_SEED,
-    read_image: ImageReader | None = None,
+    on_decoded: OnDecoded | None = None,
     threads: int | None = None,
     test_fraction: float | None = None,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    leakage: Leakage = "drop",
 ) -> DatasetSplit:
-    """Decode every image once (skipping unreadable ones) and split train/val (and test).
+    """Check every image once (shared.dataset_check) and split train/val (and test).
 
-    read_image defaults to a cheap decode check; the engine passes one that also fills its
-    image cache, so each file is decoded once in all. A test/ folder is the test split;
-    without one, test_fraction holds out that share of each class (before the val split).
+    on_decoded receives each decoded image: the engine fills its cache with it, so each file
+    is decoded once in all. A test/ folder is the test split; without one, test_fraction
+    holds out that share of each class (before the val split). With leakage "drop",
+    duplicates stay on one side of a seeded split, and the val/test copies of a picture
+    that the given folders put in several splits are dropped; "keep" only reports them.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, exclusive (got {val_fraction})")
-    reader = read_image or _check_row
     workers = threads or min(MAX_READ_THREADS, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        readable = list(pool.map(lambda image: _readable(reader, image), layout.files))
-    kept = [image for image, ok in zip(layout.files, readable, strict=True) if ok]
-    skipped = [image for image, ok in zip(layout.files, readable, strict=True) if not ok]
+    facts = scan([image.path for image in layout.files], image_size, workers, on_decoded)
+    groups = duplicate_groups(facts)
+    given = [image.split for image in layout.files]
+    leaking, leaked = leaked_rows(groups, given)
+    dropped = leaked if leakage == "drop" else set()
+    # Rows of a duplicate group share a key, so a seeded split keeps them together.
+    together = {row: group.rows[0] for group in groups for row in group.rows}
+    if leakage == "keep":
+        together = {}
+    kept = [
+        image
+        for image, fact in zip(layout.files, facts, strict=True)
+        if isinstance(fact, ImageFacts) and image.row not in dropped
+    ]
+    skipped = [
+        image for image, fact in zip(layout.files, facts, strict=True) if isinstance(fact, str)
+    ]
     test: list[ImageFile] = []
     if layout.layout == "train_val":
         train = [image for image in kept if image.split == "train"]
         val = [image for image in kept if image.split == "val"]
         test = [image for image in kept if image.split == "test"]
-        _require_every_class(layout, train, skipped, "train")
-        _require_every_class(layout, val, skipped, "val")
+        _require_every_class(layout, train, skipped, "train", dropped)
+        _require_every_class(layout, val, skipped, "val", dropped)
         if test_fraction is not None and not any(i.split == "test" for i in layout.files):
-            test, train = _held_out(layout, train, test_fraction, seed)  # from train/ only
+            test, train = _held_out(layout, train, test_fraction, seed, together)  # train/ only
     else:
-        _require_every_class(layout, kept, skipped, None)
+        _require_every_class(layout, kept, skipped, None, dropped)
         rest = kept
         if test_fraction is not None:
-            test, rest = _held_out(layout, kept, test_fraction, seed)
-        train, val = _stratified_split(layout, rest, val_fraction, seed)
+            test, rest = _held_out(layout, kept, test_fraction, seed, together)
+        train, val = _stratified_split(layout, rest, val_fraction, seed, together)
+    final_splits: list[str | None] = [None] * len(layout.files)
+    for split, part in (("train", train), ("val", val), ("test", test)):
+        for image in part:
+            final_splits[image.row] = split
+    if layout.layout == "class_folders":  # what the split left together or, with keep, not
+        leaking, _ = leaked_rows(groups, final_splits)
+    checked = [
+        CheckedImage(
+            image.path.relative_to(layout.root).as_posix(),
+            layout.class_names[image.label],
+            image.split,
+        )
+        for image in layout.files
+    ]
+    report = dataset_report(
+        checked, facts, groups, image_size, final_splits, leakage, leaking, crops=True
+    )
     return DatasetSplit(
         root=layout.root,
         layout=layout.layout,
@@ -201,11 +253,16 @@ def read_dataset(
         ),
         rows=len(layout.files),
         test=tuple(test),
+        report=report,
     )
 
 
 def _held_out(
-    layout: DatasetLayout, images: list[ImageFile], test_fraction: float, seed: int
+    layout: DatasetLayout,
+    images: list[ImageFile],
+    test_fraction: float,
+    seed: int,
+    together: dict[int, int],
 ) -> tuple[list[ImageFile], list[ImageFile]]:
     """test_fraction of each class (at least one image) as the test split, seeded per class
     like the validation split; every class keeps two images (to train and validate with, or
@@ -215,6 +272,7 @@ def _held_out(
         images,
         test_fraction,
         lambda name: f"{seed}/test/{name}",
+        together,
         keep=2,
         too_few=lambda name, count: (
             f"class folder '{name}' has {count} readable images; test_fraction needs at "
@@ -228,13 +286,19 @@ def _share_per_class(
     images: list[ImageFile],
     fraction: float,
     seed_of: Callable[[str], str],
+    together: dict[int, int],
     keep: int,
     too_few: Callable[[str, int], str],
 ) -> tuple[list[ImageFile], list[ImageFile]]:
     """round(n × fraction) of each class's n images (at least 1, leaving keep), drawn by a
-    per-class seeded shuffle, and the rest; a class with keep or fewer images fails."""
+    per-class seeded shuffle, and the rest; a class with keep or fewer images fails.
+
+    Rows with the same key in together (duplicates) follow the first of them drawn, so a
+    picture never lands on both sides; without duplicates the split is the plain one.
+    """
     taken: list[ImageFile] = []
     rest: list[ImageFile] = []
+    side: dict[int, bool] = {}  # group key → taken
     for label, name in enumerate(layout.class_names):
         members = [image for image in images if image.label == label]
         if len(members) <= keep:
@@ -242,46 +306,58 @@ def _share_per_class(
         # A per-class string seed keeps each class's split stable when other classes change.
         shuffled = random.Random(seed_of(name)).sample(members, len(members))  # noqa: S311
         count = min(len(members) - keep, max(1, round(len(members) * fraction)))
-        taken.extend(shuffled[:count])
-        rest.extend(shuffled[count:])
+        taken_here = 0
+        for image in shuffled:
+            group = together.get(image.row)
+            take = (
+                taken_here < count if group is None else side.setdefault(group, taken_here < count)
+            )
+            (taken if take else rest).append(image)
+            taken_here += take
     return sorted(taken, key=_by_row), sorted(rest, key=_by_row)
 
 
-def _check_row(_row: int, path: Path) -> None:
-    check_image(path)
-
-
-def _readable(reader: ImageReader, image: ImageFile) -> bool:
-    try:
-        reader(image.row, image.path)
-    # Image plugins raise many kinds of errors on hostile or broken files (OSError,
-    # SyntaxError, struct.error, DecompressionBombError, …); all of them mean "skip it".
-    except Exception:
-        return False
-    return True
-
-
 def _require_every_class(
-    layout: DatasetLayout, images: list[ImageFile], skipped: list[ImageFile], split: Split | None
+    layout: DatasetLayout,
+    images: list[ImageFile],
+    skipped: list[ImageFile],
+    split: Split | None,
+    dropped: set[int],
 ) -> None:
     present = {image.label for image in images}
     for label, name in enumerate(layout.class_names):
         if label in present:
             continue
         unreadable = sum(1 for image in skipped if image.label == label and image.split == split)
-        detail = f" ({unreadable} could not be read)" if unreadable else ""
+        repeated = sum(
+            1
+            for image in layout.files
+            if image.row in dropped and image.label == label and image.split == split
+        )
+        details = [f"{unreadable} could not be read"] if unreadable else []
+        if repeated:
+            details.append(
+                f"{repeated} dropped as the same pictures as in an earlier split (leakage: "
+                "keep trains on them anyway)"
+            )
+        detail = f" ({'; '.join(details)})" if details else ""
         folder = f"{split}/{name}" if split else name
         raise DatasetError(f"class folder '{folder}' has no readable images{detail}")
 
 
 def _stratified_split(
-    layout: DatasetLayout, images: list[ImageFile], val_fraction: float, seed: int
+    layout: DatasetLayout,
+    images: list[ImageFile],
+    val_fraction: float,
+    seed: int,
+    together: dict[int, int],
 ) -> tuple[list[ImageFile], list[ImageFile]]:
     val, train = _share_per_class(
         layout,
         images,
         val_fraction,
         lambda name: f"{seed}/{name}",
+        together,
         keep=1,
         too_few=lambda name, _: (
             f"class folder '{name}' has only 1 readable image; each class needs at least 2 "

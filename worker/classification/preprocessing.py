@@ -14,9 +14,6 @@ from shared import images
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-# The smallest draft size asks libjpeg for its cheapest (1/8 scale) decode; it still reads
-# every byte of the entropy-coded data, so a truncated file still fails.
-CHECK_MIN_SIZE = 1
 
 
 def eval_geometry(image_size: int) -> v2.Compose:
@@ -58,9 +55,9 @@ def open_upright_rgb(path: Path, min_size: int) -> Image.Image:
 
 def decode_image(path: Path, image_size: int) -> torch.Tensor:
     """The eval view of an image file as uint8 (3, image_size, image_size): what the cache holds."""
-    return F.pil_to_tensor(eval_geometry(image_size)(open_upright_rgb(path, image_size)))
+    return eval_view(open_upright_rgb(path, image_size), image_size)
 
 
-def check_image(path: Path) -> None:
-    """Raise if the file cannot be decoded to the end (truncated, corrupt, a decompression bomb)."""
-    images.decode_image(path, CHECK_MIN_SIZE)
+def eval_view(image: Image.Image, image_size: int) -> torch.Tensor:
+    """The eval view of a decoded upright RGB image as uint8 (3, image_size, image_size)."""
+    return F.pil_to_tensor(eval_geometry(image_size)(image))

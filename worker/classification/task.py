@@ -6,7 +6,7 @@ cached in memory when they fit; training crops and flips them on the device.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from shared.dataset_check import DatasetReport
 from worker.classification.augment import CROP_SCALES, BatchTransforms
 from worker.classification.batches import (
     BatchPair,
@@ -63,6 +64,28 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'es' if noun.endswith(('s', 'x')) else 's'}"
 
 
+@dataclass(frozen=True)
+class CheckedData:
+    """What check_dataset found and decoded, for load_data to train on."""
+
+    root: Path
+    fields: tuple[Any, ...]  # the config's data-defining values it was made with
+    split: DatasetSplit
+    cache: ImageCache | None  # None: the set did not fit config.cache_bytes
+
+
+def _data_fields(config: TrainConfig) -> tuple[Any, ...]:
+    """What decides the check's split and cache: a config that differs here checks again."""
+    return (
+        config.image_size,
+        config.val_fraction,
+        config.seed,
+        config.test_fraction,
+        config.leakage,
+        config.cache_bytes,
+    )
+
+
 class ClassificationTask:
     """One classifier training: the engine's Task for model_type "classification"."""
 
@@ -75,6 +98,7 @@ class ClassificationTask:
 
     def __init__(self) -> None:
         self._layouts: dict[Path, DatasetLayout] = {}
+        self._checked: CheckedData | None = None
 
     def layout(self, dataset_dir: Path) -> DatasetLayout:
         """The dataset's files by class, listed once per job."""
@@ -94,35 +118,47 @@ class ClassificationTask:
         )
         return "; ".join((described, *layout.notes))
 
-    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
-        """Decode and split the dataset; cache it in memory when it fits config.cache_bytes."""
+    def check_dataset(self, dataset_dir: Path, config: TrainConfig) -> DatasetReport:
+        """Decode every image once, check it and split the set; the decode fills the training
+        cache when the set fits config.cache_bytes (load_data then decodes nothing)."""
         layout = self.layout(dataset_dir)
-        self.config, self.device = config, device
         rows = len(layout.files)
+        cache = None
         if cache_bytes_needed(rows, config.image_size) <= config.cache_bytes:
             cache = ImageCache(rows, config.image_size)
-            # The decode that checks each file is the one that fills the cache.
-            split = read_dataset(
-                layout,
-                config.val_fraction,
-                config.seed,
-                cache.read,
-                config.threads,
-                test_fraction=config.test_fraction,
-            )
+        split = read_dataset(
+            layout,
+            config.val_fraction,
+            config.seed,
+            cache.store if cache is not None else None,
+            config.threads,
+            test_fraction=config.test_fraction,
+            image_size=config.image_size,
+            leakage=config.leakage,
+        )
+        self._checked = CheckedData(dataset_dir, _data_fields(config), split, cache)
+        assert split.report is not None
+        return split.report
+
+    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+        """The checked, split dataset as batches: from the cache check_dataset filled, or
+        streamed from the files when it did not fit."""
+        checked = self._checked
+        if checked is None or (checked.root, checked.fields) != (dataset_dir, _data_fields(config)):
+            self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
+            checked = self._checked
+            assert checked is not None
+        layout = self.layout(dataset_dir)
+        self.config, self.device = config, device
+        split, cache = checked.split, checked.cache
+        source: BatchSource
+        if cache is not None:
             labels = torch.tensor([image.label for image in layout.files], dtype=torch.int64)
-            source: BatchSource = CachedBatches(cache, labels, device)
+            source = CachedBatches(cache, labels, device)
         else:
-            split = read_dataset(
-                layout,
-                config.val_fraction,
-                config.seed,
-                threads=config.threads,
-                test_fraction=config.test_fraction,
-            )
             source = StreamedBatches(
                 split.train + split.val + split.test,
-                rows,
+                len(layout.files),
                 config.image_size,
                 config.loader_workers,
                 device,
@@ -152,6 +188,7 @@ class ClassificationTask:
                 "notes": list(layout.notes),
             },
             test_images=len(split.test),
+            check=split.report.as_json() if split.report is not None else {},
             recipe={
                 "class_weighting": config.class_weighting,
                 "class_weighting_applied": applied,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from shared import images
@@ -25,40 +26,31 @@ DetectionBatch = tuple[torch.Tensor, list[Target]]
 class DetectionImages:
     """The dataset's images as uint8 (3, S, S) and their targets in those pixels.
 
-    Decoded once into memory when they fit config.cache_bytes (on the GPU when half its free
-    memory holds them), otherwise decoded batch by batch by a thread pool.
+    pixels: the dataset check's decode of every image (DetectionTask.check_dataset), when they
+    fit config.cache_bytes; kept on the GPU when half its free memory holds them. Without
+    it, images are decoded batch by batch by a thread pool. unreadable: rows the check could
+    not decode, which no batch asks for.
     """
 
-    def __init__(self, images: Sequence[AnnotatedImage], config: TrainConfig, device: torch.device):
+    def __init__(
+        self,
+        images: Sequence[AnnotatedImage],
+        config: TrainConfig,
+        device: torch.device,
+        unreadable: Sequence[int],
+        pixels: torch.Tensor | None,
+    ):
         self.images = list(images)
         self.size = config.image_size
         self.device = device
         self.threads = config.threads
         self.targets = [scaled_target(image, self.size, device) for image in self.images]
-        self.pixels: torch.Tensor | None = None
-        self.placement = "streamed"
-        self.unreadable: list[int] = []
-        needed = len(self.images) * 3 * self.size * self.size
-        if needed <= config.cache_bytes:
-            self._cache_all(needed)
-        else:
-            # Streaming finds unreadable files as it goes; check them all once up front.
-            self.unreadable = [
-                row for row, image in enumerate(self.images) if decode(image.path, 1) is None
-            ]
-
-    def _cache_all(self, needed: int) -> None:
-        pixels = torch.zeros((len(self.images), 3, self.size, self.size), dtype=torch.uint8)
-        for row, decoded in enumerate(self._decode_all(range(len(self.images)))):
-            if decoded is None:
-                self.unreadable.append(row)
-            else:
-                pixels[row] = decoded
-        self.placement = "host"
-        device = self.device
+        self.unreadable = list(unreadable)
+        self.placement = "streamed" if pixels is None else "host"
         if (
-            device.type == "cuda"
-            and needed <= DEVICE_CACHE_SHARE * torch.cuda.mem_get_info(device)[0]
+            pixels is not None
+            and device.type == "cuda"
+            and pixels.numel() <= DEVICE_CACHE_SHARE * torch.cuda.mem_get_info(device)[0]
         ):
             pixels, self.placement = pixels.to(device), "device"
         self.pixels = pixels
@@ -94,7 +86,7 @@ class DetectionImages:
 
 
 def scaled_target(image: AnnotatedImage, size: int, device: torch.device) -> Target:
-    """Boxes scaled from the stored image to size², labels shifted past the background (0)."""
+    """Boxes scaled from the upright image to size², labels shifted past the background (0)."""
     scale = torch.tensor(
         [size / image.width, size / image.height, size / image.width, size / image.height]
     )
@@ -110,10 +102,14 @@ def decode(path: Path, size: int) -> torch.Tensor | None:
     """The whole upright image stretched to size² as uint8 (3, size, size); None when
     unreadable. The annotations already turned its boxes upright (annotations.common)."""
     try:
-        rgb = images.decode_image(path, size).image
+        return stretched(images.decode_image(path, size).image, size)
     except images.UnreadableImage:
         return None
-    return F.resize(F.pil_to_tensor(rgb), [size, size], antialias=True)
+
+
+def stretched(image: Image.Image, size: int) -> torch.Tensor:
+    """A decoded upright RGB image stretched to size² as uint8 (3, size, size)."""
+    return F.resize(F.pil_to_tensor(image), [size, size], antialias=True)
 
 
 def preprocessing_description(image_size: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,19 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from shared.dataset_check import DatasetReport
+from shared.images import DecodedImage
 from worker.classification.task import plural
 from worker.detection.annotations import DetectionDataset, load_detection_dataset
 from worker.detection.augment import PIXEL_MAX, ZOOM_RANGES, DetectionAugment, Target
-from worker.detection.data import DetectionBatch, DetectionImages, decode, preprocessing_description
+from worker.detection.check import DetectionCheck, check_detections
+from worker.detection.data import (
+    DetectionBatch,
+    DetectionImages,
+    decode,
+    preprocessing_description,
+    stretched,
+)
 from worker.detection.metrics import DetectionEvaluator, DetectionReport
 from worker.detection.models import build_detector
 from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm
@@ -35,6 +44,21 @@ from worker.export.detection import export_detector
 LEARNED_MAP = 0.05
 
 
+@dataclass(frozen=True)
+class CheckedDetections:
+    """What check_dataset found and decoded, for load_data to train on."""
+
+    root: Path
+    fields: tuple[Any, ...]  # the config's data-defining values it was made with
+    check: DetectionCheck
+    pixels: torch.Tensor | None  # every image stretched to image_size²; None: streamed
+
+
+def _data_fields(config: TrainConfig) -> tuple[Any, ...]:
+    """What decides the check and its cache: a config that differs here checks again."""
+    return (config.image_size, config.val_fraction, config.seed, config.leakage, config.cache_bytes)
+
+
 class DetectionTask:
     """One detector training: the engine's Task for model_type "detection"."""
 
@@ -47,6 +71,7 @@ class DetectionTask:
 
     def __init__(self) -> None:
         self._datasets: dict[tuple[Path, float, int], DetectionDataset] = {}
+        self._checked: CheckedDetections | None = None
 
     def dataset(
         self, root: Path, val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = DEFAULT_SEED
@@ -77,15 +102,43 @@ class DetectionTask:
             notes.append(f"{plural(counts.rotated_images, 'photo')} turned upright by EXIF")
         return "; ".join(notes)
 
+    def check_dataset(self, dataset_dir: Path, config: TrainConfig) -> DatasetReport:
+        """Decode every image once and check it (worker.detection.check); the decode fills the
+        training cache when the set fits config.cache_bytes."""
+        dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)
+        images = dataset.train + dataset.val
+        size = config.image_size
+        pixels = None
+        if len(images) * 3 * size * size <= config.cache_bytes:
+            pixels = torch.zeros((len(images), 3, size, size), dtype=torch.uint8)
+
+        def store(row: int, decoded: DecodedImage) -> None:
+            assert pixels is not None
+            pixels[row] = stretched(decoded.image, size)
+
+        check = check_detections(
+            dataset, size, config.threads, config.leakage, store if pixels is not None else None
+        )
+        self._checked = CheckedDetections(dataset_dir, _data_fields(config), check, pixels)
+        return check.report
+
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+        checked = self._checked
+        if checked is None or (checked.root, checked.fields) != (dataset_dir, _data_fields(config)):
+            self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
+            checked = self._checked
+            assert checked is not None
         dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)
         self.config, self.device, self.class_names = config, device, dataset.class_names
-        self.images = DetectionImages(dataset.train + dataset.val, config, device)
+        self.images = DetectionImages(
+            dataset.train + dataset.val, config, device, checked.check.unreadable, checked.pixels
+        )
         skipped_rows = set(self.images.unreadable)
+        unused = skipped_rows | set(checked.check.dropped)
         train_count = len(dataset.train)
-        self.train_rows = [row for row in range(train_count) if row not in skipped_rows]
+        self.train_rows = [row for row in range(train_count) if row not in unused]
         self.val_rows = [
-            row for row in range(train_count, len(self.images.images)) if row not in skipped_rows
+            row for row in range(train_count, len(self.images.images)) if row not in unused
         ]
         if not self.train_rows or not self.val_rows:
             raise DatasetError("no readable images left in the training or the validation set")
@@ -101,6 +154,7 @@ class DetectionTask:
             skipped_files=skipped_files,
             placement=self.images.placement,
             summary={"format": dataset.format, "counts": asdict(dataset.counts)},
+            check=checked.check.report.as_json(),
         )
 
     def build_model(

@@ -19,14 +19,17 @@ from shared.contract import (
     DEFAULT_EPOCHS,
     DEFAULT_GAMMA,
     DEFAULT_IMAGE_SIZE,
+    DEFAULT_LEAKAGE,
     DEFAULT_LEARNING_RATE,
     DEFAULT_STEP_SIZE,
     DEFAULT_THRESHOLD_PRECISION,
     DETECTION_ARCHITECTURES,
+    LEAKAGES,
     MAX_TEST_FRACTION,
     MIN_IMAGE_SIZE,
     Augmentation,
     ClassWeighting,
+    Leakage,
 )
 
 TaskName = Literal["classification", "detection"]
@@ -62,17 +65,30 @@ RESULT_DEFINING_FIELDS = (
     "patience",
     "class_weighting",
     "test_fraction",
+    "leakage",
 )
 # Request fields older checkpoints may not have (format 1 lacks the recipe, format 3 before
 # early stopping the rest): such a run resumes with the resuming config's values from its
 # next epoch on. The engine's own recipe (ema, warmup, precise_batch_norm, label_smoothing) is
 # not compared at all: a deploy that changes it must not fail the jobs in flight, which
 # continue with the new engine's recipe. threshold_precision changes no training: not compared.
-RECIPE_FIELDS = ("augmentation", "horizontal_flip", "patience", "class_weighting", "test_fraction")
+RECIPE_FIELDS = (
+    "augmentation",
+    "horizontal_flip",
+    "patience",
+    "class_weighting",
+    "test_fraction",
+    "leakage",
+)
 # How the engine behaved before these fields existed: a checkpoint without one resumes so,
 # whatever the request says (a test split or class weights switched on mid-run would change
 # the data, the loss and the shuffle order the checkpoint's epoch was drawn over).
-LEGACY_VALUES: dict[str, Any] = {"class_weighting": "none", "test_fraction": None}
+# Before the dataset check, duplicates were split like any image and nothing was dropped.
+LEGACY_VALUES: dict[str, Any] = {
+    "class_weighting": "none",
+    "test_fraction": None,
+    "leakage": "keep",
+}
 
 
 @dataclass(frozen=True)
@@ -103,6 +119,7 @@ class TrainConfig:
     # Held out per class before the validation split; None: only a test/ folder's images.
     test_fraction: float | None = None
     threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
+    leakage: Leakage = DEFAULT_LEAKAGE  # duplicates across splits: dropped, or only reported
     # The engine's own recipe (not request fields; bench/quality.py switches them).
     ema: bool = True  # evaluate an exponential moving average of the weights too
     warmup: bool = False  # ramp the rate up over the first epoch (measured: no gain yet)
@@ -196,6 +213,12 @@ class TrainConfig:
                 self.threshold_precision,
                 0 < self.threshold_precision <= 1,
                 "must be in (0, 1]",
+            ),
+            (
+                "leakage",
+                self.leakage,
+                self.leakage in LEAKAGES,
+                f"must be one of {', '.join(LEAKAGES)}",
             ),
         ]
 

@@ -32,6 +32,8 @@ class LoadedData:
     test_images: int = 0
     # What the task chose for the run's loss, for metrics.json's "recipe" (class weights).
     recipe: dict[str, Any] = field(default_factory=dict)
+    # The dataset check's report (dataset_report.json), in metrics.json and the manifest.
+    check: dict[str, Any] = field(default_factory=dict)
 
 
 def batch_sizes(count: int, batch_size: int, drop_single_last: bool) -> list[int]:

@@ -462,6 +462,7 @@ def finish(run: Run) -> TrainResult:
         stopped_early=stopped_early(run),
         test_report=test_report,
         test_images=run.data.test_images,
+        dataset_check=run.data.check,
     )
 
 
@@ -483,6 +484,7 @@ def metrics(run: Run, final: Any, test: Any = None) -> dict[str, Any]:
             "skipped": data.skipped,
             "skipped_files": list(data.skipped_files),
             "cache": data.placement,
+            "check": data.check,
         },
         "accuracy_is": run.task.score_description,
         "recipe": {

@@ -65,6 +65,7 @@ class TrainResult:
     # The best checkpoint's report on the test split, scored once (None: no test split).
     test_report: Any = None
     test_images: int = 0
+    dataset_check: dict[str, Any] = field(default_factory=dict)  # the dataset check's report
 
 
 @dataclass(frozen=True)

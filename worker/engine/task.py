@@ -21,6 +21,7 @@ from worker.engine.data import LoadedData
 from worker.engine.recipe import Strength
 
 if TYPE_CHECKING:
+    from shared.dataset_check import DatasetReport
     from worker.export.manifest import Manifest
 
 Poll = Callable[[], None]
@@ -59,8 +60,15 @@ class Task(Protocol):
         """What the dataset holds, for the DOWNLOADED message; a broken dataset fails here."""
         ...
 
+    def check_dataset(self, dataset_dir: Path, config: TrainConfig) -> DatasetReport:
+        """Decode every image once and report what the dataset check finds
+        (shared.dataset_check); the decode fills the training cache when the set fits, and
+        the report's errors fail the job before training."""
+        ...
+
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
-        """Find, check, split and (when it fits) cache the dataset for training."""
+        """The checked, split and (when it fits) cached dataset for training; checks it
+        first unless check_dataset ran with the same data options."""
         ...
 
     def build_model(

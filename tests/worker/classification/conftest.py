@@ -46,7 +46,15 @@ def write_images(
 ) -> list[Path]:
     """count images of one colour class in folder, varied in size, tint and clutter."""
     folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(f"{seed}/{folder.name}/{suffix}")
+    # Same-named class folders of train/ and val/ get different pictures: one picture in two
+    # splits is leakage, whose copy the dataset check drops.
+    split = folder.parent.name if folder.parent.name in ("train", "val", "test") else None
+    key = (
+        f"{seed}/{folder.name}/{suffix}"
+        if split is None
+        else f"{seed}/{split}/{folder.name}/{suffix}"
+    )
+    rng = random.Random(key)
     paths = []
     for index in range(count):
         tint = tuple(

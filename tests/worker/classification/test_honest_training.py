@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import torch
 
-from tests.worker.classification.conftest import FAST_CONFIG, make_dataset
+from tests.worker.classification.conftest import (
+    CLASS_COLOURS,
+    FAST_CONFIG,
+    make_dataset,
+    write_images,
+)
 from worker.classification.data import load_dataset
 from worker.classification.metrics import (
     class_weights,
@@ -240,9 +245,7 @@ def test_auto_weights_the_loss_of_an_imbalanced_set_by_its_training_counts(
     tmp_path: Path,
 ) -> None:
     root = make_dataset(tmp_path / "set", per_class=24, classes=1)  # blue only
-    (root / "few").mkdir()
-    for path in sorted((root / "blue").iterdir())[:8]:
-        shutil.copy(path, root / "few" / path.name)
+    write_images(root / "few", CLASS_COLOURS["red"], 8)
     task = ClassificationTask()
     data = task.load_data(root, FAST_CONFIG, torch.device("cpu"))
     counts = data.summary["train_per_class"]

@@ -60,9 +60,8 @@ def untrained_map(dataset_dir: Path, config: TrainConfig) -> float:
     torch.manual_seed(config.seed)
     model, _ = build_detector(config.architecture, 1, config.image_size, "scratch", None)
     dataset = load_detection_dataset(dataset_dir)
-    images, targets = DetectionImages(dataset.val, config, torch.device("cpu")).batch(
-        list(range(len(dataset.val)))
-    )
+    streamed = DetectionImages(dataset.val, config, torch.device("cpu"), [], pixels=None)
+    images, targets = streamed.batch(list(range(len(dataset.val))))
     evaluator = DetectionEvaluator(1)
     with torch.inference_mode():
         predictions = model.eval()(list(images.float() / 255))

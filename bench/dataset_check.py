@@ -1,0 +1,94 @@
+"""What the dataset check costs on top of the decode training needs anyway.
+
+    python -m bench.dataset_check [--images 1000] [--repeats 3] [--threads 2]
+
+Generates JPEG photos of 1024×768 (noise and shapes, quality 90), then times, alternating
+and repeated (the median is printed), on the same files:
+- decode: what training does without a check, each file decoded (JPEG DCT scaling to
+  ≥ 224 px) and its 224 px eval view stored in a cache;
+- check: the same decode and cache fill inside the dataset check with its duplicate hashes
+  (SHA-256 of the pixels, a 256-bit pHash) and the duplicate grouping.
+The target (issue 17) is check / decode ≤ 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from shared.dataset_check import duplicate_groups, scan
+from shared.images import DecodedImage
+from worker.classification.preprocessing import eval_view
+
+SIZE = (1024, 768)
+IMAGE_SIZE = 224
+
+
+def write_photos(folder: Path, count: int) -> list[Path]:
+    """count distinct photo-sized JPEGs: smooth noise and a few filled shapes."""
+    rng = random.Random(0)
+    noise = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        small = noise.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize(SIZE, Image.Resampling.BICUBIC)
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            x, y = rng.randint(0, SIZE[0] - 200), rng.randint(0, SIZE[1] - 200)
+            side = rng.randint(60, 200)
+            colour = tuple(rng.randint(0, 255) for _ in range(3))
+            draw.ellipse([x, y, x + side, y + side], fill=colour)
+        path = folder / f"photo_{index:05d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path)
+    return paths
+
+
+def timed(paths: list[Path], threads: int, hashes: bool) -> float:
+    cache = torch.empty((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+
+    def store(row: int, decoded: DecodedImage) -> None:
+        cache[row] = eval_view(decoded.image, IMAGE_SIZE)
+
+    began = time.perf_counter()
+    facts = scan(paths, IMAGE_SIZE, threads, store, hashes=hashes)
+    if hashes:
+        duplicate_groups(facts)
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="decode threads (2 cores here)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as folder:
+        began = time.perf_counter()
+        paths = write_photos(Path(folder), args.images)
+        seconds = time.perf_counter() - began
+        print(f"generated {len(paths)} JPEGs of {SIZE[0]}×{SIZE[1]} in {seconds:.0f} s")
+        timed(paths[:50], args.threads, True)  # warm the file cache and the libraries
+        decode, check = [], []
+        for _ in range(args.repeats):
+            decode.append(timed(paths, args.threads, hashes=False))
+            check.append(timed(paths, args.threads, hashes=True))
+    per_thousand = 1000 / args.images
+    d, c = statistics.median(decode), statistics.median(check)
+    print(f"threads {args.threads}, {args.repeats} alternating repeats, medians:")
+    print(f"  decode + 224 px cache fill     {d * per_thousand:6.2f} s per 1,000 images")
+    print(f"  the check (hashes, grouping)   {c * per_thousand:6.2f} s per 1,000 images")
+    print(f"  check / decode                 {c / d:6.3f}  (target ≤ 1.15)")
+
+
+if __name__ == "__main__":
+    main()
