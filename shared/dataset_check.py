@@ -5,11 +5,11 @@ training cache from the same decode, so nothing is decoded twice) and in the CLI
 `aitrainer check-dataset`; Pillow and imagehash only, no torch.
 
 What it finds, per image: unreadable files (with the decoder's reason), exact duplicates
-(the same decoded pixels) and near duplicates (a 256-bit perceptual hash within
-NEAR_DUPLICATE_DISTANCE bits), images smaller than the training size, aspect ratios the
-centre crop cuts hard, EXIF rotations and high bit depths. The task's data code decides the
-splits (keeping duplicate groups on one side, dropping leaked copies) and builds the report
-with dataset_report().
+(the same decoded pixels, compared box-reduced to a short side of 64–127) and near
+duplicates (a 256-bit perceptual hash within NEAR_DUPLICATE_DISTANCE bits), images smaller
+than the training size, aspect ratios the centre crop cuts hard, EXIF rotations and high
+bit depths. The task's data code decides the splits (keeping duplicate groups on one side,
+dropping leaked copies) and builds the report with dataset_report().
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import imagehash
+import numpy as np
+from PIL import Image
 
 from shared.contract import Leakage
 from shared.images import DecodedImage, UnreadableImage, decode_image
@@ -34,6 +36,8 @@ from shared.images import DecodedImage, UnreadableImage, decode_image
 # photo re-encoded at JPEG quality 60 or resized by 2 % stays within 4 bits.
 NEAR_DUPLICATE_HASH_SIZE = 16
 NEAR_DUPLICATE_DISTANCE = 12
+# The hashes read the image reduced to a short side of 64–127 pixels: pHash looks at 64×64.
+HASH_VIEW_SIDE = 64
 MIN_TRAIN_IMAGES = 5  # fewer training images in a class: the job fails before training
 FEW_TRAIN_IMAGES = 20  # fewer: a warning
 IMBALANCE_WARNING_RATIO = 10.0  # largest class / smallest class above this: a warning
@@ -49,7 +53,7 @@ OnDecoded = Callable[[int, DecodedImage], None]
 class ImageFacts:
     """What the check keeps of one decoded image."""
 
-    digest: bytes  # SHA-256 of the decoded pixels (and their size)
+    digest: bytes  # SHA-256 of the decoded pixels at the hash view's scale (and the size)
     phash: int  # NEAR_DUPLICATE_HASH_SIZE² bits
     size: tuple[int, int]  # upright width, height before any resize
     orientation: int  # EXIF orientation (1: stored upright)
@@ -76,20 +80,27 @@ def scan(
             return str(error)
         if on_decoded is not None:
             on_decoded(row, decoded)
-        image = decoded.image
-        digest = (
-            hashlib.sha256(f"{image.size}".encode() + image.tobytes()).digest() if hashes else b""
-        )
-        phash = (
-            int(str(imagehash.phash(image, hash_size=NEAR_DUPLICATE_HASH_SIZE)), 16)
-            if hashes
-            else 0
-        )
+        digest, phash = b"", 0
+        if hashes:
+            image = decoded.image
+            view = hash_view(image)
+            digest = hashlib.sha256(f"{image.size}".encode() + view.tobytes()).digest()
+            bits = imagehash.phash(view, hash_size=NEAR_DUPLICATE_HASH_SIZE).hash
+            # As an int for the bit counts; packbits (not the hash's hex text): 0.4 ms less.
+            phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
         header = decoded.header
         return ImageFacts(digest, phash, header.upright_size, header.orientation, decoded.bit_depth)
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(one, range(len(paths))))
+
+
+def hash_view(image: Image.Image) -> Image.Image:
+    """What the duplicate hashes read: the image box-reduced by the integer factor that keeps
+    its short side ≥ HASH_VIEW_SIDE. Hashing every decoded pixel (SHA-256, pHash's own
+    resize) cost 0.55× the decode itself; this view costs 0.1× (bench/dataset_check.py)."""
+    factor = min(image.size) // HASH_VIEW_SIDE
+    return image.reduce(factor) if factor > 1 else image
 
 
 @dataclass(frozen=True)
