@@ -23,13 +23,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torchvision.transforms.v2 import functional as F
 
 from shared.dataset_check import duplicate_groups, scan
-from shared.images import DecodedImage
-from worker.classification.preprocessing import eval_view
+from shared.images import DecodedImage, centre_view
 
 SIZE = (1024, 768)
 IMAGE_SIZE = 224
+
+
+def centre(image: Image.Image) -> Image.Image:
+    """The classifier's 224 px eval view, which training caches and the check hashes."""
+    return centre_view(image, IMAGE_SIZE)
 
 
 def write_photos(folder: Path, count: int) -> list[Path]:
@@ -55,11 +60,12 @@ def write_photos(folder: Path, count: int) -> list[Path]:
 def timed(paths: list[Path], threads: int, hashes: bool) -> float:
     cache = torch.empty((len(paths), 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
 
-    def store(row: int, decoded: DecodedImage) -> None:
-        cache[row] = eval_view(decoded.image, IMAGE_SIZE)
+    def store(row: int, _: DecodedImage, view: Image.Image | None) -> None:
+        assert view is not None
+        cache[row] = F.pil_to_tensor(view)
 
     began = time.perf_counter()
-    facts = scan(paths, IMAGE_SIZE, threads, store, hashes=hashes)
+    facts = scan(paths, IMAGE_SIZE, threads, store, hashes=hashes, view=centre)
     if hashes:
         duplicate_groups(facts)
     return time.perf_counter() - began

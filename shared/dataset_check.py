@@ -5,7 +5,7 @@ training cache from the same decode, so nothing is decoded twice) and in the CLI
 `aitrainer check-dataset`; Pillow and imagehash only, no torch.
 
 What it finds, per image: unreadable files (with the decoder's reason), exact duplicates
-(the same decoded pixels, compared box-reduced to a short side of 64–127) and near
+(the same decoded pixels, or the same training view where the task has one) and near
 duplicates (a 256-bit perceptual hash within NEAR_DUPLICATE_DISTANCE bits), images smaller
 than the training size, aspect ratios the centre crop cuts hard, EXIF rotations and high
 bit depths. The task's data code decides the splits (keeping duplicate groups on one side,
@@ -36,8 +36,8 @@ from shared.images import DecodedImage, UnreadableImage, decode_image
 # photo re-encoded at JPEG quality 60 or resized by 2 % stays within 4 bits.
 NEAR_DUPLICATE_HASH_SIZE = 16
 NEAR_DUPLICATE_DISTANCE = 12
-# The hashes read the image reduced to a short side of 64–127 pixels: pHash looks at 64×64.
-HASH_VIEW_SIDE = 64
+# pHash reads a 64×64 grayscale (hash size × imagehash's high-frequency factor of 4).
+PHASH_SIDE = 4 * NEAR_DUPLICATE_HASH_SIZE
 MIN_TRAIN_IMAGES = 5  # fewer training images in a class: the job fails before training
 FEW_TRAIN_IMAGES = 20  # fewer: a warning
 IMBALANCE_WARNING_RATIO = 10.0  # largest class / smallest class above this: a warning
@@ -46,14 +46,15 @@ EXTREME_ASPECT_RATIO = 2.0
 MAX_LISTED = 20  # files named per finding in the report; the counts are complete
 
 SPLIT_ORDER = ("train", "val", "test")
-OnDecoded = Callable[[int, DecodedImage], None]
+View = Callable[[Image.Image], Image.Image]
+OnDecoded = Callable[[int, DecodedImage, Image.Image | None], None]
 
 
 @dataclass(frozen=True)
 class ImageFacts:
     """What the check keeps of one decoded image."""
 
-    digest: bytes  # SHA-256 of the decoded pixels at the hash view's scale (and the size)
+    digest: bytes  # SHA-256 of the pixels hashed (the training view, or all) and their size
     phash: int  # NEAR_DUPLICATE_HASH_SIZE² bits
     size: tuple[int, int]  # upright width, height before any resize
     orientation: int  # EXIF orientation (1: stored upright)
@@ -69,23 +70,33 @@ def scan(
     threads: int,
     on_decoded: OnDecoded | None = None,
     hashes: bool = True,
+    view: View | None = None,
 ) -> list[Scanned]:
-    """Decode every file once, in threads (JPEGs at a reduced scale ≥ min_size), handing each
-    decoded image to on_decoded(row, image); hashes=False skips the duplicate hashes."""
+    """Decode every file once, in threads (JPEGs at a reduced scale ≥ min_size), and hand
+    each to on_decoded(row, decoded, view(decoded image)). view: what training sees (the
+    classifier's centre crop), which the duplicate hashes then read instead of the whole
+    image; hashes=False skips them."""
 
     def one(row: int) -> Scanned:
         try:
             decoded = decode_image(paths[row], min_size)
         except UnreadableImage as error:
             return str(error)
+        image = decoded.image
+        seen = view(image) if view is not None else None
         if on_decoded is not None:
-            on_decoded(row, decoded)
+            on_decoded(row, decoded, seen)
         digest, phash = b"", 0
         if hashes:
-            image = decoded.image
-            view = hash_view(image)
-            digest = hashlib.sha256(f"{image.size}".encode() + view.tobytes()).digest()
-            bits = imagehash.phash(view, hash_size=NEAR_DUPLICATE_HASH_SIZE).hash
+            # What training sees when the task says (the classifier's 224 px centre view is
+            # 1/4 of a drafted photo's pixels: the hashes cost 0.1× the decode, not 0.6×).
+            source = seen if seen is not None else image
+            digest = hashlib.sha256(f"{source.size}".encode() + source.tobytes()).digest()
+            # pHash resizes to 64 px itself; a box reduce of the view to 64–127 px first is
+            # 4× cheaper, and the same for every view (one size), so it moves no distance.
+            factor = min(source.size) // PHASH_SIDE if seen is not None else 1
+            small = source.reduce(factor) if factor > 1 else source
+            bits = imagehash.phash(small, hash_size=NEAR_DUPLICATE_HASH_SIZE).hash
             # As an int for the bit counts; packbits (not the hash's hex text): 0.4 ms less.
             phash = int.from_bytes(np.packbits(bits).tobytes(), "big")
         header = decoded.header
@@ -93,14 +104,6 @@ def scan(
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(one, range(len(paths))))
-
-
-def hash_view(image: Image.Image) -> Image.Image:
-    """What the duplicate hashes read: the image box-reduced by the integer factor that keeps
-    its short side ≥ HASH_VIEW_SIDE. Hashing every decoded pixel (SHA-256, pHash's own
-    resize) cost 0.55× the decode itself; this view costs 0.1× (bench/dataset_check.py)."""
-    factor = min(image.size) // HASH_VIEW_SIDE
-    return image.reduce(factor) if factor > 1 else image
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,20 @@ def decode_image(path: Path, min_size: int | None = None) -> DecodedImage:
     return DecodedImage(rgb, header, bit_depth)
 
 
+def centre_view(image: Image.Image, size: int) -> Image.Image:
+    """The short side resized to size (bilinear, antialiased), then the centre size²: the
+    classifier's eval view, pixel for pixel what torchvision's Resize + CenterCrop give."""
+    width, height = image.size
+    if width <= height:
+        resized_size = (size, int(size * height / width))
+    else:
+        resized_size = (int(size * width / height), size)
+    resized = image.resize(resized_size, Image.Resampling.BILINEAR)
+    left = round((resized_size[0] - size) / 2.0)
+    top = round((resized_size[1] - size) / 2.0)
+    return resized.crop((left, top, left + size, top + size))
+
+
 def upright_box(
     box: tuple[float, float, float, float], header: ImageHeader
 ) -> tuple[float, float, float, float]:

@@ -92,7 +92,7 @@ def test_each_file_is_decoded_once_and_handed_on(tmp_path: Path) -> None:
     (tmp_path / "9_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     paths = sorted(tmp_path.iterdir())
     handed: list[int] = []
-    facts = scan(paths, 32, threads=2, on_decoded=lambda row, _: handed.append(row))
+    facts = scan(paths, 32, threads=2, on_decoded=lambda row, *_: handed.append(row))
     assert sorted(handed) == [0, 1, 2, 3, 4]
     assert all(isinstance(fact, ImageFacts) for fact in facts[:5])
     assert isinstance(facts[5], str) and "not an image format" in facts[5]

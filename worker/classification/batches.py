@@ -10,11 +10,13 @@ from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.transforms.v2 import functional as F
 
 from shared.images import DecodedImage
 from worker.classification.data import ImageFile
-from worker.classification.preprocessing import decode_image, eval_view
+from worker.classification.preprocessing import decode_image
 
 # A device cache may take this share of the GPU memory free at start; the rest is training's.
 DEVICE_CACHE_SHARE = 0.5
@@ -44,9 +46,11 @@ class ImageCache:
         self.image_size = image_size
         self.pixels = torch.empty((rows, 3, image_size, image_size), dtype=torch.uint8)
 
-    def store(self, row: int, decoded: DecodedImage) -> None:
-        """One decoded file's eval view into its row: data.read_dataset's on_decoded."""
-        self.pixels[row] = eval_view(decoded.image, self.image_size)
+    def store(self, row: int, _: DecodedImage, view: Image.Image | None) -> None:
+        """One decoded file's eval view (the check's view) into its row: data.read_dataset's
+        on_decoded."""
+        assert view is not None and view.size == (self.image_size, self.image_size)
+        self.pixels[row] = F.pil_to_tensor(view)
 
 
 class CachedBatches:

@@ -20,7 +20,7 @@ from shared.dataset_check import (
     leaked_rows,
     scan,
 )
-from shared.images import IMAGE_SUFFIXES
+from shared.images import IMAGE_SUFFIXES, centre_view
 from worker.engine.config import DEFAULT_IMAGE_SIZE, DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from worker.engine.data import DatasetError
 
@@ -192,7 +192,13 @@ def read_dataset(
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, exclusive (got {val_fraction})")
     workers = threads or min(MAX_READ_THREADS, os.cpu_count() or 1)
-    facts = scan([image.path for image in layout.files], image_size, workers, on_decoded)
+    facts = scan(
+        [image.path for image in layout.files],
+        image_size,
+        workers,
+        on_decoded,
+        view=lambda image: centre_view(image, image_size),
+    )
     groups = duplicate_groups(facts)
     given = [image.split for image in layout.files]
     leaking, leaked = leaked_rows(groups, given)

@@ -60,4 +60,4 @@ def decode_image(path: Path, image_size: int) -> torch.Tensor:
 
 def eval_view(image: Image.Image, image_size: int) -> torch.Tensor:
     """The eval view of a decoded upright RGB image as uint8 (3, image_size, image_size)."""
-    return F.pil_to_tensor(eval_geometry(image_size)(image))
+    return F.pil_to_tensor(images.centre_view(image, image_size))

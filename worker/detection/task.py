@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -112,7 +113,7 @@ class DetectionTask:
         if len(images) * 3 * size * size <= config.cache_bytes:
             pixels = torch.zeros((len(images), 3, size, size), dtype=torch.uint8)
 
-        def store(row: int, decoded: DecodedImage) -> None:
+        def store(row: int, decoded: DecodedImage, _: Image.Image | None) -> None:
             assert pixels is not None
             pixels[row] = stretched(decoded.image, size)
 

@@ -23,7 +23,8 @@ def leaky(root: Path) -> tuple[str, str]:
     exact, near = "val/red/copy.png", "val/blue/reencoded.jpg"
     shutil.copy(root / "train" / "red" / "img_000.png", root / exact)
     with Image.open(root / "train" / "blue" / "img_001.png") as image:
-        image.resize((128, 96)).save(root / near, quality=70)  # a bigger JPEG: near, not exact
+        # Three times as big, as a JPEG: the same picture, other pixels (a near duplicate).
+        image.resize((image.width * 3, image.height * 3)).save(root / near, quality=70)
     return exact, near
 
 
