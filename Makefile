@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed node_modules/.installed
 
-$(VENV)/.installed: requirements/api.txt requirements/worker.txt requirements/dev.txt
+$(VENV)/.installed: requirements/api.txt requirements/worker.txt requirements/cli.txt requirements/dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --requirement requirements/dev.txt
 	touch $@

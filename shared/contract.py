@@ -335,9 +335,10 @@ class StartTrainingRequest(BaseModel):
     )
     leakage: Leakage = Field(
         default=DEFAULT_LEAKAGE,
-        description="classification: a picture found in more than one of train/val/test "
-        "(exact or near duplicate): drop keeps a seeded split's duplicates on one side and "
-        "drops the val/test copies of given folders; keep only reports it",
+        description="a picture the dataset check finds in more than one of train/val/test "
+        "(exact or near duplicate): drop keeps a classifier's seeded split's duplicates on "
+        "one side and drops the later copies from given folders (a detector's val copies, "
+        "its split being drawn before any pixel is read); keep only reports it",
     )
     storage_type: Literal["aws", "azure"]
     container: str = Field(

@@ -18,7 +18,9 @@ What a file becomes:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,7 @@ class DecodedImage:
 
 def read_header(path: Path) -> ImageHeader:
     """Size and orientation from the header (structure checked, pixels not decoded)."""
-    with _open(path) as image:
+    with _open(path) as image, _corrupt_is_unreadable():
         header = _header(image)
         if image.format not in ("HEIF", "AVIF"):  # their plugins verify nothing
             image.verify()  # PNG chunk CRCs and the like, without decoding pixels
@@ -119,25 +121,32 @@ def read_header(path: Path) -> ImageHeader:
 def decode_image(path: Path, min_size: int | None = None) -> DecodedImage:
     """Decode a file to upright 8-bit RGB; a JPEG may decode at a reduced DCT scale (a power of
     two) as long as both sides stay ≥ min_size. Raises UnreadableImage naming the reason."""
-    with _open(path) as image:
+    with _open(path) as image, _corrupt_is_unreadable():
         sixteen_bit_colour = _packs_16_bit_colour(image)  # from the tile: before any decode
         header = _header(image)
         if min_size is not None:
             # draft() picks the smallest JPEG DCT scale whose sides stay ≥ min_size: a 12 MP
             # photo decodes several times faster and the later resize still downsamples.
             image.draft("RGB", (min_size, min_size))
-        try:
-            pixels, bit_depth = _opencv_eight_bit(path) if sixteen_bit_colour else _eight_bit(image)
-        # Plugins raise many kinds of errors on truncated or hostile data (OSError,
-        # SyntaxError, struct.error, …); all of them mean the file cannot be used.
-        except Exception as error:
-            raise UnreadableImage(f"truncated or corrupt ({error})") from error
-    rgb = _rgb(pixels)
-    if image.format not in SELF_ORIENTING_FORMATS:
-        transpose = UPRIGHT_TRANSPOSE.get(header.orientation)
-        if transpose is not None:
-            rgb = rgb.transpose(transpose)
+        pixels, bit_depth = _opencv_eight_bit(path) if sixteen_bit_colour else _eight_bit(image)
+        rgb = _rgb(pixels)
+        if image.format not in SELF_ORIENTING_FORMATS:
+            transpose = UPRIGHT_TRANSPOSE.get(header.orientation)
+            if transpose is not None:
+                rgb = rgb.transpose(transpose)
     return DecodedImage(rgb, header, bit_depth)
+
+
+@contextlib.contextmanager
+def _corrupt_is_unreadable() -> Iterator[None]:
+    """Plugins raise many kinds of errors on truncated or hostile data (OSError, SyntaxError
+    from a PNG's checksums, struct.error, …); all of them mean the file cannot be used."""
+    try:
+        yield
+    except UnreadableImage:
+        raise
+    except Exception as error:
+        raise UnreadableImage(f"truncated or corrupt ({type(error).__name__}: {error})") from error
 
 
 def centre_view(image: Image.Image, size: int) -> Image.Image:

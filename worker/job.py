@@ -261,8 +261,10 @@ class Job:
         )
         config = self._config()
         # DOWNLOADED without its event yet: the event carries what the check finds.
+        # Announced once per job: by the first claim whose check got through (a claim that
+        # died during its check left the row DOWNLOADED without a report).
         before = self.row.state
-        announce = before.can_move_to(State.DOWNLOADED) and before != State.DOWNLOADED
+        announce = DATASET_REPORT_KEY not in self.row.files and before.can_move_to(State.DOWNLOADED)
         self.advance(State.DOWNLOADED, f"{downloaded}; checking every image", event=False)
         report = self.task.check_dataset(root, config)
         self._publish_report(report, f"{downloaded}; {report.summary()}", announce)
@@ -345,11 +347,13 @@ class Job:
         # The one file a claim uploads before delivering: reports of claims that lost this
         # job (to a lease expiry, a kill) are theirs alone, so only this claim's remains.
         runs = training_prefix(self.row.profile_id, self.row.project_name) + RUNS_FOLDER
-        for name in self.artifacts.list(runs):
-            if name.endswith("/" + DATASET_REPORT_FILE) and not name.startswith(
-                self.delivery_prefix
-            ):
-                self.artifacts.delete(name)
+        try:
+            for name in self.artifacts.list(runs):
+                theirs = not name.startswith(self.delivery_prefix)
+                if theirs and name.endswith("/" + DATASET_REPORT_FILE):
+                    self.artifacts.delete(name)
+        except Exception:  # a leftover report costs storage only; DELETE removes it with the rest
+            log.warning("job %s: could not delete earlier claims' dataset reports", self.key)
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
         blob = self.row.checkpoint_blob

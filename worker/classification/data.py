@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -299,8 +300,10 @@ def _share_per_class(
     """round(n × fraction) of each class's n images (at least 1, leaving keep), drawn by a
     per-class seeded shuffle, and the rest; a class with keep or fewer images fails.
 
-    Rows with the same key in together (duplicates) follow the first of them drawn, so a
-    picture never lands on both sides; without duplicates the split is the plain one.
+    Rows with the same key in together (duplicates) go as one: the first of them drawn
+    takes the group to the taken side only while the whole group fits in the class's share
+    (else to the rest), so a picture never lands on both sides and a class made mostly of
+    one picture keeps it to train on; without duplicates the split is the plain one.
     """
     taken: list[ImageFile] = []
     rest: list[ImageFile] = []
@@ -312,12 +315,14 @@ def _share_per_class(
         # A per-class string seed keeps each class's split stable when other classes change.
         shuffled = random.Random(seed_of(name)).sample(members, len(members))  # noqa: S311
         count = min(len(members) - keep, max(1, round(len(members) * fraction)))
+        sizes = Counter(together[image.row] for image in members if image.row in together)
         taken_here = 0
         for image in shuffled:
             group = together.get(image.row)
-            take = (
-                taken_here < count if group is None else side.setdefault(group, taken_here < count)
-            )
+            if group is None:
+                take = taken_here < count
+            else:
+                take = side.setdefault(group, taken_here + sizes[group] <= count)
             (taken if take else rest).append(image)
             taken_here += take
     return sorted(taken, key=_by_row), sorted(rest, key=_by_row)

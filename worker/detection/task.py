@@ -126,6 +126,7 @@ class DetectionTask:
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
         checked = self._checked
         if checked is None or (checked.root, checked.fields) != (dataset_dir, _data_fields(config)):
+            self._checked = None  # its cache goes before the next one is filled
             self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
             checked = self._checked
             assert checked is not None

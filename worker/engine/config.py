@@ -47,6 +47,19 @@ DEFAULT_VAL_FRACTION = 0.2
 DEFAULT_CACHE_BYTES = 8 * 2**30
 MAX_AUTO_WORKERS = 16
 
+# Request fields older checkpoints may not have (format 1 lacks the recipe, format 3 before
+# early stopping the rest): such a run resumes with the resuming config's values from its
+# next epoch on. The engine's own recipe (ema, warmup, precise_batch_norm, label_smoothing) is
+# not compared at all: a deploy that changes it must not fail the jobs in flight, which
+# continue with the new engine's recipe. threshold_precision changes no training: not compared.
+RECIPE_FIELDS = (
+    "augmentation",
+    "horizontal_flip",
+    "patience",
+    "class_weighting",
+    "test_fraction",
+    "leakage",
+)
 # The options that decide a run's result; a resume must not change them. The rest (where
 # weights, memory and workers come from) may differ between the machines of one run.
 RESULT_DEFINING_FIELDS = (
@@ -60,25 +73,7 @@ RESULT_DEFINING_FIELDS = (
     "architecture",
     "seed",
     "val_fraction",
-    "augmentation",
-    "horizontal_flip",
-    "patience",
-    "class_weighting",
-    "test_fraction",
-    "leakage",
-)
-# Request fields older checkpoints may not have (format 1 lacks the recipe, format 3 before
-# early stopping the rest): such a run resumes with the resuming config's values from its
-# next epoch on. The engine's own recipe (ema, warmup, precise_batch_norm, label_smoothing) is
-# not compared at all: a deploy that changes it must not fail the jobs in flight, which
-# continue with the new engine's recipe. threshold_precision changes no training: not compared.
-RECIPE_FIELDS = (
-    "augmentation",
-    "horizontal_flip",
-    "patience",
-    "class_weighting",
-    "test_fraction",
-    "leakage",
+    *RECIPE_FIELDS,
 )
 # How the engine behaved before these fields existed: a checkpoint without one resumes so,
 # whatever the request says (a test split or class weights switched on mid-run would change

@@ -231,8 +231,6 @@ DETECTION_HOST_STEPS = (
     "exif_orientation_applied",
     "transparent_background",
     "high_bit_depth",
-    "transparent_background",
-    "high_bit_depth",
     "resize",
     "keep_aspect_ratio",
     "interpolation",

@@ -418,6 +418,18 @@ def test_an_undecodable_image_is_skipped_and_counted(tmp_path: Path) -> None:
     assert f"JPEGImages/{truth[2].name} cannot be read" in dataset.counts.problems[0]
 
 
+def test_an_image_with_a_broken_checksum_is_skipped_not_fatal(tmp_path: Path) -> None:
+    truth = write_detection_dataset(tmp_path, "voc", images=8)
+    path = tmp_path / "JPEGImages" / truth[3].name
+    data = bytearray(path.read_bytes())
+    data[-13] ^= 0xFF  # the last IDAT chunk's CRC (before IEND): verify() raises SyntaxError
+    path.write_bytes(bytes(data))
+    dataset = load_detection_dataset(tmp_path)
+    assert dataset.counts.missing_images == 1
+    assert truth[3].name not in _all(dataset)
+    assert "truncated or corrupt" in dataset.counts.problems[0]
+
+
 def test_coco_sizes_are_checked_against_the_file(tmp_path: Path) -> None:
     write_detection_dataset(tmp_path, "coco", images=4)
     path = tmp_path / "annotations.json"
