@@ -104,6 +104,7 @@ class TrainConfig:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     num_workers: int | None = None  # decode threads and loader workers; None: one per core
     val_fraction: float = DEFAULT_VAL_FRACTION
+    leakage: Leakage = DEFAULT_LEAKAGE  # duplicates across splits: dropped, or only reported
     task: TaskName = "classification"
     # The request's recipe choices (docs/training.md, "Recipe").
     augmentation: Augmentation = DEFAULT_AUGMENTATION
@@ -114,7 +115,6 @@ class TrainConfig:
     # Held out per class before the validation split; None: only a test/ folder's images.
     test_fraction: float | None = None
     threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
-    leakage: Leakage = DEFAULT_LEAKAGE  # duplicates across splits: dropped, or only reported
     # The engine's own recipe (not request fields; bench/quality.py switches them).
     ema: bool = True  # evaluate an exponential moving average of the weights too
     warmup: bool = False  # ramp the rate up over the first epoch (measured: no gain yet)
