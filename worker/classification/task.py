@@ -46,7 +46,7 @@ from worker.classification.preprocessing import decode_image, preprocessing_desc
 from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm, spread
 from worker.engine.checkpoint import load_best_model
 from worker.engine.config import TaskName, TrainConfig
-from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes
+from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes, check_made_for
 from worker.engine.device import autocast_for
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
@@ -69,21 +69,9 @@ class CheckedData:
     """What check_dataset found and decoded, for load_data to train on."""
 
     root: Path
-    fields: tuple[Any, ...]  # the config's data-defining values it was made with
+    options: tuple[Any, ...]  # the config's check_options it was made with
     split: DatasetSplit
     cache: ImageCache | None  # None: the set did not fit config.cache_bytes
-
-
-def _data_fields(config: TrainConfig) -> tuple[Any, ...]:
-    """What decides the check's split and cache: a config that differs here checks again."""
-    return (
-        config.image_size,
-        config.val_fraction,
-        config.seed,
-        config.test_fraction,
-        config.leakage,
-        config.cache_bytes,
-    )
 
 
 class ClassificationTask:
@@ -136,19 +124,18 @@ class ClassificationTask:
             image_size=config.image_size,
             leakage=config.leakage,
         )
-        self._checked = CheckedData(dataset_dir, _data_fields(config), split, cache)
+        self._checked = CheckedData(dataset_dir, config.check_options, split, cache)
         assert split.report is not None
         return split.report
 
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
         """The checked, split dataset as batches: from the cache check_dataset filled, or
         streamed from the files when it did not fit."""
-        checked = self._checked
-        if checked is None or (checked.root, checked.fields) != (dataset_dir, _data_fields(config)):
+        if not check_made_for(self._checked, dataset_dir, config):
             self._checked = None  # its cache goes before the next one is filled
             self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
-            checked = self._checked
-            assert checked is not None
+        checked = self._checked
+        assert checked is not None
         layout = self.layout(dataset_dir)
         self.config, self.device = config, device
         split, cache = checked.split, checked.cache

@@ -36,7 +36,13 @@ from worker.detection.models import build_detector
 from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm
 from worker.engine.checkpoint import load_best_model
 from worker.engine.config import DEFAULT_SEED, DEFAULT_VAL_FRACTION, TaskName, TrainConfig
-from worker.engine.data import EVAL_BATCH_FACTOR, DatasetError, LoadedData, batch_sizes
+from worker.engine.data import (
+    EVAL_BATCH_FACTOR,
+    DatasetError,
+    LoadedData,
+    batch_sizes,
+    check_made_for,
+)
 from worker.engine.recipe import Strength
 from worker.engine.task import Evaluation, Poll
 from worker.export.detection import export_detector
@@ -50,14 +56,9 @@ class CheckedDetections:
     """What check_dataset found and decoded, for load_data to train on."""
 
     root: Path
-    fields: tuple[Any, ...]  # the config's data-defining values it was made with
+    options: tuple[Any, ...]  # the config's check_options it was made with
     check: DetectionCheck
     pixels: torch.Tensor | None  # every image stretched to image_size²; None: streamed
-
-
-def _data_fields(config: TrainConfig) -> tuple[Any, ...]:
-    """What decides the check and its cache: a config that differs here checks again."""
-    return (config.image_size, config.val_fraction, config.seed, config.leakage, config.cache_bytes)
 
 
 class DetectionTask:
@@ -120,16 +121,15 @@ class DetectionTask:
         check = check_detections(
             dataset, size, config.threads, config.leakage, store if pixels is not None else None
         )
-        self._checked = CheckedDetections(dataset_dir, _data_fields(config), check, pixels)
+        self._checked = CheckedDetections(dataset_dir, config.check_options, check, pixels)
         return check.report
 
     def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
-        checked = self._checked
-        if checked is None or (checked.root, checked.fields) != (dataset_dir, _data_fields(config)):
+        if not check_made_for(self._checked, dataset_dir, config):
             self._checked = None  # its cache goes before the next one is filled
             self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
-            checked = self._checked
-            assert checked is not None
+        checked = self._checked
+        assert checked is not None
         dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)
         self.config, self.device, self.class_names = config, device, dataset.class_names
         self.images = DetectionImages(

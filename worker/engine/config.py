@@ -218,6 +218,19 @@ class TrainConfig:
         ]
 
     @property
+    def check_options(self) -> tuple[Any, ...]:
+        """What decides a task's dataset check (its split and cache): a config that differs
+        here is checked again. test_fraction is None for detection, which the API enforces."""
+        return (
+            self.image_size,
+            self.val_fraction,
+            self.seed,
+            self.test_fraction,
+            self.leakage,
+            self.cache_bytes,
+        )
+
+    @property
     def loader_workers(self) -> int:
         """Data-loader worker processes: num_workers when set (0: load in the main process)."""
         if self.num_workers is not None:

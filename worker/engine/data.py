@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
+
+from worker.engine.config import TrainConfig
 
 # Evaluation keeps no activations for backward, so it can take bigger batches.
 EVAL_BATCH_FACTOR = 2
@@ -34,6 +37,25 @@ class LoadedData:
     recipe: dict[str, Any] = field(default_factory=dict)
     # The dataset check's report (dataset_report.json), in metrics.json and the manifest.
     check: dict[str, Any] = field(default_factory=dict)
+
+
+class StoredCheck(Protocol):
+    """What a task keeps of its dataset check for load_data: where and with what it ran."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def options(self) -> tuple[Any, ...]:  # the config's check_options
+        ...
+
+
+def check_made_for(checked: StoredCheck | None, dataset_dir: Path, config: TrainConfig) -> bool:
+    """Whether a task's stored check serves this folder and config (else it checks again)."""
+    return checked is not None and (checked.root, checked.options) == (
+        dataset_dir,
+        config.check_options,
+    )
 
 
 def batch_sizes(count: int, batch_size: int, drop_single_last: bool) -> list[int]:
