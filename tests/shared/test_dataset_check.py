@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import imagehash
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -22,8 +24,11 @@ from shared.dataset_check import (
     duplicate_groups,
     leaked_rows,
     near_pairs,
+    phash_input,
+    phashes,
     scan,
 )
+from shared.images import centre_view
 
 BITS = NEAR_DUPLICATE_HASH_SIZE**2
 
@@ -33,25 +38,43 @@ def photo(seed: int, side: int = 160) -> Image.Image:
     return shape_image(("disc", "triangle", "cross")[seed % 3], random.Random(seed), side)
 
 
+@pytest.mark.parametrize("seed", [1, 4])
+@pytest.mark.parametrize("viewed", [False, True], ids=["whole image", "centre view"])
 def test_exact_and_near_duplicates_are_found_and_distinct_pictures_are_not(
-    tmp_path: Path,
+    tmp_path: Path, seed: int, viewed: bool
 ) -> None:
-    original = photo(1)
+    """Whole images (detection) and the classifier's centre view, which the hashes read."""
+    original = photo(seed)
     original.save(tmp_path / "a.png")
     original.save(tmp_path / "a_copy.bmp")  # same pixels, another format: exact
     original.save(tmp_path / "a_q60.jpg", quality=60)  # re-encoded: near
     side = round(original.width * 0.98)
     original.resize((side, side)).save(tmp_path / "a_98.png")  # resized by 2 %: near
-    for seed in range(2, 8):
-        photo(seed).save(tmp_path / f"other_{seed}.png")
+    for other in range(10, 16):
+        photo(other).save(tmp_path / f"other_{other}.png")
     paths = sorted(tmp_path.iterdir())
-    facts = scan(paths, 64, threads=2)
+    view = (lambda image: centre_view(image, 64)) if viewed else None
+    facts = scan(paths, 64, threads=2, view=view)
     groups = duplicate_groups(facts)
     names = [[paths[row].name for row in group.rows] for group in groups]
     assert names == [["a.png", "a_98.png", "a_copy.bmp", "a_q60.jpg"]]
     assert not groups[0].exact
     exact = duplicate_groups([facts[0], facts[2]])  # a.png and a_copy.bmp alone
     assert exact == [DuplicateGroup((0, 1), exact=True)]
+
+
+def test_the_batched_phash_is_imagehashs_bit_for_bit() -> None:
+    """phashes() computes imagehash.phash's arithmetic for many thumbnails at once."""
+    rng = np.random.default_rng(0)
+    pictures = [image for _, image in digit_images(32)[:40]]
+    pictures += [photo(seed, side=224) for seed in range(40)]
+    pictures += [Image.fromarray(rng.integers(0, 256, (96, 80, 3), dtype=np.uint8))]
+    thumbnails = [phash_input(picture) for picture in pictures]
+    batched = phashes(np.stack([np.asarray(thumbnail) for thumbnail in thumbnails]))
+    for thumbnail, phash in zip(thumbnails, batched, strict=True):
+        bits = imagehash.phash(thumbnail, hash_size=NEAR_DUPLICATE_HASH_SIZE).hash
+        assert phash == int("".join("1" if bit else "0" for bit in bits.flatten()), 2)
+    assert len(set(batched)) == len(batched)  # and they are not all one value
 
 
 def test_scikit_learns_digits_have_under_one_percent_near_duplicates(tmp_path: Path) -> None:
