@@ -34,6 +34,16 @@ class ApiSettings(CommonSettings):
         "on_demand: workers start per queued job (Container Apps job), so none may be online",
     )
 
+    require_gpu: bool | None = Field(
+        default=None,
+        description="/checkserver/ answers Failed when every online worker trains on the CPU; "
+        "default: true outside dev",
+    )
+
+    @property
+    def gpu_required(self) -> bool:
+        return self.require_gpu if self.require_gpu is not None else self.env != "dev"
+
     @model_validator(mode="after")
     def _tokens_outside_dev(self) -> ApiSettings:
         if self.api_tokens is None or not self.api_tokens.get_secret_value().strip():

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from worker.engine.device import DeviceUnavailable
 from worker.loop import ColdStop, Worker
 from worker.settings import WorkerSettings
 
@@ -22,7 +23,11 @@ def main() -> int:
     # One line per HTTP call (azure) or per graph pass (exporters) drowns the job's story.
     for noisy in ("azure", "coremltools", "onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    worker = Worker(WorkerSettings())
+    try:
+        worker = Worker(WorkerSettings())
+    except DeviceUnavailable as error:  # told to train on what is not there: no CPU fallback
+        logging.getLogger("aitrainer.worker").error("the worker does not start: %s", error)
+        return 2
     worker.install_signal_handlers()
     try:
         worker.run(once=args.once)

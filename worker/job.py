@@ -318,6 +318,7 @@ class Job:
             pretrained=self.settings.pretrained,
             weights_dir=self.settings.weights_dir,
             device=self.settings.device,
+            precision=self.settings.precision,
             cache_bytes=self.settings.cache_bytes,
             checkpoint_seconds=self.settings.checkpoint_seconds,
             task=params.model_type,

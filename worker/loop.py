@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-import torch
 from azure.core.exceptions import AzureError, HttpResponseError
 from pydantic import ValidationError
 
@@ -32,6 +31,7 @@ from shared.storage.jobs import JobsTable, TrainingNotFound
 from shared.storage.queue import JobQueue, Lease, LeaseLost
 from shared.storage.workers import WorkersTable
 from worker.claim import HeldElsewhere, Verdict, claim, verdict
+from worker.engine.device import prepare_compute
 from worker.job import Job, JobFlags, LostJob, Outcome, webhook_sender
 from worker.redaction import Redactor
 from worker.settings import WorkerSettings
@@ -44,10 +44,6 @@ STORAGE_BACKOFF_MAX_SECONDS = 60.0
 
 class ColdStop(BaseException):
     """Second signal: leave now. A BaseException so that no `except Exception` swallows it."""
-
-
-def _gpu_name() -> str:
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
 
 
 def folder_name(worker_id: str) -> str:
@@ -84,7 +80,9 @@ class Worker:
         self.sealing_ring = settings.sealing_ring()
         # This worker's own folder: at start-up it clears only that (others may be running).
         self.work_dir = settings.work_dir / folder_name(self.id)
-        self.gpu = _gpu_name()
+        # Raises DeviceUnavailable before anything starts: told cuda without one, or a
+        # precision the card lacks (worker/engine/device.py).
+        self.compute = prepare_compute(settings.device, settings.precision)
         self.stop = threading.Event()
         self.lock = threading.Lock()  # guards lease, current and flags across threads
         # Serialises heartbeat writes, each with the job it reads under it: a beat that read
@@ -145,13 +143,19 @@ class Worker:
         delay = self.settings.poll_min_seconds
         while not self.stop.is_set():
             try:
-                self.workers.heartbeat(self.id, self.gpu, None)
+                self._write_heartbeat()
                 break
             except AzureError as error:
                 log.warning("worker %s: cannot register: %s", self.id, storage_trouble(error))
                 self.stop.wait(delay)
                 delay = min(delay * 2, STORAGE_BACKOFF_MAX_SECONDS)
-        log.info("worker %s up on %s", self.id, self.gpu)
+        log.info(
+            "worker %s up on %s (%s, %s)",
+            self.id,
+            self.compute.device,
+            self.compute.gpu,
+            self.compute.precision,
+        )
 
     def teardown(self) -> None:
         self.stop.set()
@@ -428,7 +432,13 @@ class Worker:
         with self.beat_lock:
             with self.lock:
                 current = self.current
-            self.workers.heartbeat(self.id, self.gpu, "/".join(current) if current else None)
+            self.workers.heartbeat(
+                self.id,
+                self.compute.gpu,
+                "/".join(current) if current else None,
+                device=self.compute.device.type,
+                precision=self.compute.precision,
+            )
         return current
 
     def _beat(self) -> None:

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from shared.settings import CommonSettings
 from worker.engine.config import DEFAULT_CACHE_BYTES, PretrainedPolicy
+from worker.engine.device import PrecisionRequest
 
 
 def _default_worker_id() -> str:
@@ -42,7 +43,15 @@ class WorkerSettings(CommonSettings):
     max_zip_ratio: float = Field(default=200.0, description="uncompressed/compressed per entry")
     download_concurrency: int = 16
     cache_bytes: int = DEFAULT_CACHE_BYTES
-    device: str | None = Field(default=None, description="cuda or cpu; default: cuda if present")
+    device: str | None = Field(
+        default=None,
+        description="cuda or cpu; default: cuda if present. cuda: refuse to start without it",
+    )
+    precision: PrecisionRequest = Field(
+        default="auto",
+        description="auto (bf16 on compute capability 8.0+, fp16 below, float32 on the CPU), "
+        "bf16, fp16 or fp32; one the device cannot run stops the worker at start",
+    )
     checkpoint_seconds: float = Field(
         default=120.0, ge=0, description="seconds of training between checkpoints inside an epoch"
     )

@@ -36,6 +36,9 @@ def _answer(result: Literal["Ok", "Failed"], message: str, status: int = 200) ->
 def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
     """Ok when the table and queue answer and a worker heartbeat is fresh.
 
+    With `AITRAINER_REQUIRE_GPU` (the default outside dev), online workers that all train on
+    the CPU are a failure too: a broken driver must not pass for a working service.
+
     With `AITRAINER_WORKER_MODE=on_demand` workers start per queued job, so zero online
     workers is the idle state and the answer is Ok as long as storage answers. Worker and
     queue counts are the whole service's: a token limited to some profiles gets the verdict
@@ -50,6 +53,9 @@ def check_server(services: ServicesDep, grant: GrantDep) -> JSONResponse:
     counts = f"{_count(len(workers), 'worker')} online, {_count(waiting, 'job')} waiting"
     if grant.profiles is not None:
         counts = "workers online" if workers else ""
+    if services.settings.gpu_required and workers and all(w.device == "cpu" for w in workers):
+        verdict = "every online worker trains on the CPU (AITRAINER_REQUIRE_GPU)"
+        return _answer("Failed", "; ".join(filter(None, (verdict, counts))), 503)
     if services.settings.worker_mode == "on_demand":
         return _answer("Ok", "; ".join(filter(None, (counts, "workers start on demand"))))
     if workers:

@@ -17,7 +17,9 @@ PARTITION = "workers"
 class WorkerInfo(BaseModel):
     worker_id: str
     heartbeat: datetime
-    gpu: str
+    gpu: str  # the card's name, or "cpu"
+    device: str  # where it trains: cuda or cpu
+    precision: str  # bf16, fp16 or fp32 (worker/engine/device.py); "" from older workers
     current_job: str | None = None
 
 
@@ -25,13 +27,17 @@ class WorkersTable:
     def __init__(self, client: TableClient) -> None:
         self.client = client
 
-    def heartbeat(self, worker_id: str, gpu: str, current_job: str | None) -> None:
-        """Record that `worker_id` is alive now (and what it is working on)."""
+    def heartbeat(
+        self, worker_id: str, gpu: str, current_job: str | None, *, device: str, precision: str
+    ) -> None:
+        """Record that `worker_id` is alive now, what it computes on, and what it works on."""
         entity = {
             "PartitionKey": PARTITION,
             "RowKey": worker_id,
             "heartbeat": datetime.now(UTC),
             "gpu": gpu,
+            "device": device,
+            "precision": precision,
             "current_job": current_job or "",
         }
         self.client.upsert_entity(entity, mode=UpdateMode.REPLACE)
@@ -63,5 +69,8 @@ def _info(entity: dict[str, Any]) -> WorkerInfo:
         worker_id=entity["RowKey"],
         heartbeat=entity["heartbeat"],
         gpu=entity["gpu"],
+        # Rows of workers from before these fields: a named card meant CUDA.
+        device=entity.get("device") or ("cpu" if entity["gpu"] == "cpu" else "cuda"),
+        precision=entity.get("precision", ""),
         current_job=entity["current_job"] or None,
     )

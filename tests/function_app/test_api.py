@@ -316,7 +316,7 @@ def test_checkserver_fails_without_a_fresh_worker_and_passes_with_one(
         "message": "no worker online",
     }
     WorkersTable(StorageAccount(settings).table(settings.workers_table)).heartbeat(
-        "gpu-vm-1", "NVIDIA H100", None
+        "gpu-vm-1", "NVIDIA H100", None, device="cuda", precision="bf16"
     )
     response = client.get("/checkserver/")
     assert response.status_code == 200

@@ -45,7 +45,7 @@ def test_on_demand_is_ok_with_zero_workers_and_says_how_many_jobs_wait(
     }
     # A running execution of the job counts like any worker.
     WorkersTable(StorageAccount(settings).table(settings.workers_table)).heartbeat(
-        "job-execution-1", "NVIDIA T4", None
+        "job-execution-1", "NVIDIA T4", None, device="cuda", precision="fp16"
     )
     assert client.get("/checkserver/").json()["message"] == (
         "1 worker online, 2 jobs waiting; workers start on demand"
@@ -83,3 +83,39 @@ def test_worker_mode_is_read_from_the_environment_and_defaults_to_always_on(
     monkeypatch.setenv("AITRAINER_WORKER_MODE", "sometimes")
     with pytest.raises(ValidationError, match="worker_mode"):
         ApiSettings()
+
+
+def test_with_require_gpu_workers_that_all_train_on_the_cpu_are_a_failure(
+    azurite: Azurite,
+) -> None:
+    """A worker whose driver broke and that was allowed the CPU must not pass for a GPU."""
+    settings = fresh_settings(azurite, require_gpu=True)
+    workers = WorkersTable(StorageAccount(settings).table(settings.workers_table))
+    workers.heartbeat("vm-1", "cpu", None, device="cpu", precision="fp32")
+    server = ApiServer(create_app(settings)).start()
+    try:
+        with httpx.Client(base_url=server.url, headers={"Authorization": TOKEN}) as client:
+            failed = client.get("/checkserver/")
+            workers.heartbeat("vm-2", "NVIDIA T4", None, device="cuda", precision="fp16")
+            ok = client.get("/checkserver/")
+    finally:
+        server.stop()
+    assert failed.status_code == 503
+    assert failed.json() == {
+        "result": "Failed",
+        "message": "every online worker trains on the CPU (AITRAINER_REQUIRE_GPU); "
+        "1 worker online, 0 jobs waiting",
+    }
+    assert ok.status_code == 200
+    assert ok.json() == {"result": "Ok", "message": "2 workers online, 0 jobs waiting"}
+
+
+def test_require_gpu_defaults_to_true_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AITRAINER_ENV", "dev")
+    dev = ApiSettings()
+    assert not dev.gpu_required
+    assert dev.model_copy(update={"env": "prod"}).gpu_required
+    monkeypatch.setenv("AITRAINER_REQUIRE_GPU", "true")
+    assert ApiSettings().gpu_required
+    monkeypatch.setenv("AITRAINER_REQUIRE_GPU", "false")
+    assert not ApiSettings().model_copy(update={"env": "prod"}).gpu_required

@@ -94,7 +94,7 @@ def test_workers_are_online_while_their_heartbeat_is_fresh(
     storage: StorageAccount, settings: ApiSettings
 ) -> None:
     workers = WorkersTable(storage.table(settings.workers_table))
-    workers.heartbeat("w1", "cpu", "alice/teeth")
+    workers.heartbeat("w1", "cpu", "alice/teeth", device="cpu", precision="fp32")
     online = workers.online(fresh_seconds=60)
     assert [(w.worker_id, w.current_job) for w in online] == [("w1", "alice/teeth")]
     assert workers.online(fresh_seconds=-60) == []  # a heartbeat "from the future" cut-off

@@ -20,7 +20,12 @@ def row(**fields: object) -> TrainingRow:
 
 def beat(seconds_ago: float, job: str | None = "clinic/teeth") -> WorkerInfo:
     return WorkerInfo(
-        worker_id="a", heartbeat=utcnow() - timedelta(seconds=seconds_ago), gpu="", current_job=job
+        worker_id="a",
+        heartbeat=utcnow() - timedelta(seconds=seconds_ago),
+        gpu="cpu",
+        device="cpu",
+        precision="fp32",
+        current_job=job,
     )
 
 

@@ -47,7 +47,7 @@ from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm, s
 from worker.engine.checkpoint import load_best_model
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes, check_made_for
-from worker.engine.device import autocast_for
+from worker.engine.device import Compute
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
 from worker.export import export_all
@@ -128,7 +128,7 @@ class ClassificationTask:
         assert split.report is not None
         return split.report
 
-    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+    def load_data(self, dataset_dir: Path, config: TrainConfig, compute: Compute) -> LoadedData:
         """The checked, split dataset as batches: from the cache check_dataset filled, or
         streamed from the files when it did not fit."""
         if not check_made_for(self._checked, dataset_dir, config):
@@ -137,7 +137,8 @@ class ClassificationTask:
         checked = self._checked
         assert checked is not None
         layout = self.layout(dataset_dir)
-        self.config, self.device = config, device
+        self.config, self.compute, self.device = config, compute, compute.device
+        device = compute.device
         split, cache = checked.split, checked.cache
         source: BatchSource
         if cache is not None:
@@ -224,7 +225,7 @@ class ClassificationTask:
     def training_loss(self, model: nn.Module, batch: BatchPair) -> tuple[torch.Tensor, int]:
         images, labels = batch
         inputs = self.transforms.train(images)
-        with autocast_for(self.device):
+        with self.compute.autocast():
             loss = F.cross_entropy(
                 model(inputs),
                 labels,
@@ -239,7 +240,7 @@ class ClassificationTask:
         sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, True)
 
         def forward(model: nn.Module, batch: BatchPair) -> None:
-            with autocast_for(self.device):
+            with self.compute.autocast():
                 model(self.transforms.eval(batch[0]))
 
         reestimate_batch_norm(model, self.source.batches(rows, sizes), forward, poll)
@@ -268,7 +269,7 @@ class ClassificationTask:
         with torch.inference_mode():
             for images, labels in self.source.batches(rows, sizes):
                 poll()
-                with autocast_for(self.device, enabled=not final):
+                with self.compute.autocast(enabled=not final):
                     logits = model(self.transforms.eval(images))
                 loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum")
                 confusion_update(confusion, labels, logits.argmax(dim=1))

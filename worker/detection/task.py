@@ -43,6 +43,7 @@ from worker.engine.data import (
     batch_sizes,
     check_made_for,
 )
+from worker.engine.device import Compute
 from worker.engine.recipe import Strength
 from worker.engine.task import Evaluation, Poll
 from worker.export.detection import export_detector
@@ -124,16 +125,20 @@ class DetectionTask:
         self._checked = CheckedDetections(dataset_dir, config.check_options, check, pixels)
         return check.report
 
-    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+    def load_data(self, dataset_dir: Path, config: TrainConfig, compute: Compute) -> LoadedData:
         if not check_made_for(self._checked, dataset_dir, config):
             self._checked = None  # its cache goes before the next one is filled
             self.check_dataset(dataset_dir, config)  # fit() without the job, or a resumed run
         checked = self._checked
         assert checked is not None
         dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)
-        self.config, self.device, self.class_names = config, device, dataset.class_names
+        self.config, self.device, self.class_names = config, compute.device, dataset.class_names
         self.images = DetectionImages(
-            dataset.train + dataset.val, config, device, checked.check.unreadable, checked.pixels
+            dataset.train + dataset.val,
+            config,
+            self.device,
+            checked.check.unreadable,
+            checked.pixels,
         )
         skipped_rows = set(self.images.unreadable)
         unused = skipped_rows | set(checked.check.dropped)

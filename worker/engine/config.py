@@ -7,8 +7,6 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-# The seed's defaults and the smallest image size (every model here downsamples by 32)
-# live in the contract, so the API, the engine and the docs cannot disagree.
 from shared.contract import (
     AUGMENTATIONS,
     CLASS_WEIGHTINGS,
@@ -31,6 +29,10 @@ from shared.contract import (
     ClassWeighting,
     Leakage,
 )
+
+# The seed's defaults and the smallest image size (every model here downsamples by 32)
+# live in the contract, so the API, the engine and the docs cannot disagree.
+from worker.engine.device import PRECISION_REQUESTS, PrecisionRequest
 
 TaskName = Literal["classification", "detection"]
 ARCHITECTURES: dict[TaskName, tuple[str, ...]] = {
@@ -101,6 +103,8 @@ class TrainConfig:
     weights_dir: Path | None = None
     seed: int = DEFAULT_SEED
     device: str | None = None  # None: CUDA when available, else CPU
+    # auto: bf16 where the GPU has it, else fp16; float32 on the CPU (worker/engine/device.py)
+    precision: PrecisionRequest = "auto"
     cache_bytes: int = DEFAULT_CACHE_BYTES
     num_workers: int | None = None  # decode threads and loader workers; None: one per core
     val_fraction: float = DEFAULT_VAL_FRACTION
@@ -158,6 +162,12 @@ class TrainConfig:
                 self.pretrained,
                 self.pretrained in PRETRAINED_POLICIES,
                 f"must be one of {', '.join(PRETRAINED_POLICIES)}",
+            ),
+            (
+                "precision",
+                self.precision,
+                self.precision in PRECISION_REQUESTS,
+                f"must be one of {', '.join(PRECISION_REQUESTS)}",
             ),
             ("cache_bytes", self.cache_bytes, self.cache_bytes >= 0, "must be >= 0"),
             (

@@ -1,15 +1,71 @@
-"""Where a run computes: device choice, mixed precision, and timing that waits for the GPU."""
+"""Where a run computes: the device, its arithmetic precision, and timing that waits for it.
+
+Precision follows the card: bf16 autocast where the hardware has bf16 (compute capability
+8.0, Ampere, and later), fp16 autocast with a gradient scaler below it (a T4 is 7.5: bf16
+there is emulated, slower than fp32), float32 on the CPU (CPU autocast is slower than
+float32) or on request. A request the hardware cannot honour is refused, never quietly
+changed: a worker told `cuda` that finds no CUDA, or `bf16` on a card without it, does not
+start.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 import torch
 
+Precision = Literal["bf16", "fp16", "fp32"]
+PrecisionRequest = Literal["auto", "bf16", "fp16", "fp32"]
+PRECISION_REQUESTS: tuple[str, ...] = get_args(PrecisionRequest)
+BF16_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores, and TF32 matmuls
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested device or precision is not what this machine has."""
+
+
+@dataclass(frozen=True)
+class Compute:
+    """A run's device and the precision its forward passes use there."""
+
+    device: torch.device
+    precision: Precision = "fp32"
+    gpu: str = "cpu"  # the card's name
+
+    def autocast(self, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision on the GPU (unless not enabled: float32, as exports compute)."""
+        dtype = AUTOCAST_DTYPES.get(self.precision)
+        if dtype is None or not enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16's gradient range is narrow: the scaler keeps small gradients from flushing
+        to zero. A pass-through for bf16 (float32's exponent range) and float32."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def describe(self) -> dict[str, Any]:
+        """What metrics.json, the log and the worker's heartbeat say about it."""
+        return {
+            "device": self.device.type,
+            "gpu": self.gpu,
+            "precision": self.precision,
+            "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
+        }
+
 
 def choose_device(requested: str | None) -> torch.device:
-    """The requested device, else CUDA when available, else the CPU."""
+    """The requested device, else CUDA when available, else the CPU. Raises
+    DeviceUnavailable when CUDA is requested and torch finds none."""
+    if requested is not None and requested.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceUnavailable(
+            f"AITRAINER_DEVICE is {requested!r} but torch finds no CUDA device (torch "
+            f"{torch.__version__}, built for CUDA {torch.version.cuda}): check the driver "
+            "and the container's GPU access; unset AITRAINER_DEVICE to allow the CPU"
+        )
     device = torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda":
         # Input shapes are fixed within a run, so cuDNN's per-shape autotuning pays off.
@@ -17,14 +73,50 @@ def choose_device(requested: str | None) -> torch.device:
     return device
 
 
-def autocast_for(
-    device: torch.device, enabled: bool = True
-) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (unless not enabled: float32, as exports compute); nothing
-    elsewhere (CPU autocast is slower than float32)."""
-    if device.type == "cuda" and enabled:
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def choose_precision(
+    device: torch.device, requested: str = "auto", capability: tuple[int, int] | None = None
+) -> Precision:
+    """The precision for requested (auto|bf16|fp16|fp32) on device; capability: the GPU's
+    compute capability (read from the device when None). Raises DeviceUnavailable for a
+    request the hardware cannot run as asked."""
+    if requested not in PRECISION_REQUESTS:
+        raise DeviceUnavailable(
+            f"AITRAINER_PRECISION must be one of {', '.join(PRECISION_REQUESTS)} "
+            f"(got {requested!r})"
+        )
+    if device.type != "cuda":
+        if requested in ("bf16", "fp16"):
+            raise DeviceUnavailable(
+                f"AITRAINER_PRECISION {requested} needs a GPU; this worker trains on the "
+                f"{device.type} (float32 there: use auto or fp32)"
+            )
+        return "fp32"
+    major, minor = capability or torch.cuda.get_device_capability(device)
+    has_bf16 = (major, minor) >= BF16_CAPABILITY
+    if requested == "auto":
+        return "bf16" if has_bf16 else "fp16"
+    if requested == "bf16" and not has_bf16:
+        raise DeviceUnavailable(
+            f"AITRAINER_PRECISION bf16 needs compute capability 8.0 or later; this GPU has "
+            f"{major}.{minor} (use auto or fp16)"
+        )
+    return requested  # type: ignore[return-value]  # fp16 or fp32, checked above
+
+
+def prepare_compute(requested_device: str | None, requested_precision: str = "auto") -> Compute:
+    """Choose device and precision and set the matmul modes they call for: TF32 on Ampere
+    and later (the float32 matmuls and convolutions left outside autocast run on tensor
+    cores with a 10-bit mantissa). The exports are made and checked on the CPU, in plain
+    float32."""
+    device = choose_device(requested_device)
+    precision = choose_precision(device, requested_precision)
+    if device.type != "cuda":
+        return Compute(device, precision)
+    capability = torch.cuda.get_device_capability(device)
+    tf32 = capability >= BF16_CAPABILITY
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    torch.backends.cudnn.allow_tf32 = tf32
+    return Compute(device, precision, torch.cuda.get_device_name(device))
 
 
 def synchronize(device: torch.device) -> None:

@@ -29,7 +29,7 @@ from worker.engine.checkpoint import (
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingInterrupted, cancel_poller, check_finite
 from worker.engine.data import LoadedData, batch_sizes
-from worker.engine.device import choose_device, synchronize
+from worker.engine.device import Compute, prepare_compute, synchronize
 from worker.engine.plots import plot_curves
 from worker.engine.recipe import (
     WARMUP_EPOCHS,
@@ -90,6 +90,7 @@ class Run:
 
     task: Task
     config: TrainConfig
+    compute: Compute
     device: torch.device
     data: LoadedData
     model: nn.Module
@@ -100,6 +101,7 @@ class Run:
     paths: ArtifactPaths
     augmentation: Strength
     average: WeightAverage | None
+    scaler: torch.amp.GradScaler  # fp16's loss scaling; a pass-through otherwise
     history: list[EpochReport] = field(default_factory=list)
     best: Best = field(default_factory=Best)
     first_epoch: int = 1
@@ -158,14 +160,15 @@ def start(
     task: Task, dataset_dir: Path, out_dir: Path, config: TrainConfig, resume_from: Path | None
 ) -> Run:
     """Seed, load the data, build model and optimiser, and restore a checkpoint if given."""
-    device = choose_device(config.device)
+    compute = prepare_compute(config.device, config.precision)
+    device = compute.device
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = load_resumable(resume_from, config) if resume_from else None
     if resumed:
         config = config.as_resumed(resumed["config"])
     random.seed(config.seed)
     torch.manual_seed(config.seed)
-    data = task.load_data(dataset_dir, config, device)
+    data = task.load_data(dataset_dir, config, compute)
     if resumed and tuple(resumed["class_names"]) != data.class_names:
         raise ValueError(
             f"resume_from checkpoint was trained on classes {resumed['class_names']}, "
@@ -187,6 +190,7 @@ def start(
     run = Run(
         task=task,
         config=config,
+        compute=compute,
         device=device,
         data=data,
         model=model,
@@ -197,14 +201,15 @@ def start(
         paths=ArtifactPaths(out_dir),
         augmentation=augmentation,
         average=WeightAverage.of(model) if config.ema else None,
+        scaler=compute.grad_scaler(),
     )
     if resumed:
         restore(run, resumed)
         if resume_from and resume_from.resolve() != run.paths.checkpoint_last.resolve():
             shutil.copyfile(resume_from, run.paths.checkpoint_last)
     log.info(
-        "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s, "
-        "augmentation %s",
+        "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s "
+        "(%s, %s), augmentation %s",
         config.architecture,
         len(data.class_names),
         data.train_images,
@@ -212,6 +217,8 @@ def start(
         data.skipped,
         data.placement,
         device,
+        compute.gpu,
+        compute.precision,
         augmentation,
     )
     return run
@@ -223,6 +230,10 @@ def restore(run: Run, resumed: dict[str, Any]) -> None:
     run.optimizer.load_state_dict(resumed["optimizer"])
     run.scheduler.load_state_dict(resumed["scheduler"])
     restore_rng(resumed["rng"], run.generators)
+    # A run resumed on another card may compute in another precision: fp16's loss scale
+    # carries over between fp16 workers and starts afresh otherwise.
+    if run.scaler.is_enabled() and "scaler" in resumed:
+        run.scaler.load_state_dict(resumed["scaler"])
     run.history = [EpochReport(**report) for report in resumed["history"]]
     saved = resumed["best"]
     payload = {key: value for key, value in saved.items() if key not in BEST_KEYS}
@@ -328,8 +339,9 @@ def train_one_epoch(
             group["lr"] = rate * warmup_factor(step, warmup_steps) if warmup_steps else rate
         loss, count = run.task.training_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        run.scaler.scale(loss).backward()
+        run.scaler.step(optimizer)
+        run.scaler.update()
         if run.average is not None:
             run.average.update(model)
         # Summed on the device and read once at the end: a per-step .item() would stall the GPU.
@@ -402,6 +414,7 @@ def checkpoint_payload(
         },
         "rng": capture_rng(run.generators),
         **({"ema": run.average.state_dict()} if run.average is not None else {}),
+        **({"scaler": run.scaler.state_dict()} if run.scaler.is_enabled() else {}),
         **({"progress": progress.to_checkpoint()} if progress is not None else {}),
     }
 
@@ -476,6 +489,7 @@ def metrics(run: Run, final: Any, test: Any = None) -> dict[str, Any]:
         "config": run.config.to_dict(),
         "pretrained": run.pretrained,
         "preprocessing": run.task.preprocessing(run.config.image_size),
+        "compute": run.compute.describe(),
         "dataset": {
             **data.summary,
             "train_images": data.train_images,

@@ -18,6 +18,7 @@ from torch import nn
 
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.data import LoadedData
+from worker.engine.device import Compute
 from worker.engine.recipe import Strength
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class Task(Protocol):
         the report's errors fail the job before training."""
         ...
 
-    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+    def load_data(self, dataset_dir: Path, config: TrainConfig, compute: Compute) -> LoadedData:
         """The checked, split and (when it fits) cached dataset for training; checks it
         first unless check_dataset ran with the same data options."""
         ...

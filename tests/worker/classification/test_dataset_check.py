@@ -15,6 +15,7 @@ import shared.images
 from tests.worker.classification.conftest import CLASS_COLOURS, FAST_CONFIG, make_dataset
 from worker.classification.data import load_dataset
 from worker.classification.task import ClassificationTask
+from worker.engine.device import Compute
 
 
 def leaky(root: Path) -> tuple[str, str]:
@@ -96,7 +97,7 @@ def test_checking_and_training_data_decode_each_of_300_files_once(
     config = dataclasses.replace(FAST_CONFIG, image_size=64)
     task = ClassificationTask()
     report = task.check_dataset(tmp_path, config)
-    data = task.load_data(tmp_path, config, torch.device("cpu"))
+    data = task.load_data(tmp_path, config, Compute(torch.device("cpu")))
     rows = torch.arange(data.train_images)
     for _ in task.source.batches(rows, [config.batch_size] * (len(rows) // config.batch_size)):
         pass

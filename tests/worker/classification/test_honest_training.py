@@ -26,6 +26,7 @@ from worker.classification.metrics import (
 )
 from worker.classification.task import ClassificationTask
 from worker.engine.data import DatasetError
+from worker.engine.device import Compute
 from worker.engine.loop import fit
 from worker.engine.results import EpochReport
 
@@ -247,7 +248,7 @@ def test_auto_weights_the_loss_of_an_imbalanced_set_by_its_training_counts(
     root = make_dataset(tmp_path / "set", per_class=24, classes=1)  # blue only
     write_images(root / "few", CLASS_COLOURS["red"], 8)
     task = ClassificationTask()
-    data = task.load_data(root, FAST_CONFIG, torch.device("cpu"))
+    data = task.load_data(root, FAST_CONFIG, Compute(torch.device("cpu")))
     counts = data.summary["train_per_class"]
     assert counts == {"blue": 19, "few": 6}  # 24 and 8, 20 % to validation
     assert data.recipe["class_weighting_applied"] == "balanced"

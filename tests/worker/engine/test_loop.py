@@ -18,6 +18,7 @@ from worker.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
+from worker.engine.device import Compute
 from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.results import CHECKPOINT_LAST, EpochReport
@@ -67,7 +68,7 @@ class ToyTask:
     def describe_dataset(self, dataset_dir: Path) -> str:
         return "toy"
 
-    def load_data(self, dataset_dir: Path, config: TrainConfig, device: torch.device) -> LoadedData:
+    def load_data(self, dataset_dir: Path, config: TrainConfig, compute: Compute) -> LoadedData:
         data = torch.Generator().manual_seed(7)
         labels = torch.arange(48) % 2
         points = torch.randn(48, 4, generator=data) + labels[:, None] * 2.0

@@ -1,0 +1,89 @@
+"""Device and precision choice (worker/engine/device.py), by faked compute capabilities."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from worker.engine.device import Compute, DeviceUnavailable, choose_device, choose_precision
+
+CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs on it
+CPU = torch.device("cpu")
+T4, V100, A100, H100 = (7, 5), (7, 0), (8, 0), (9, 0)
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"), [(T4, "fp16"), (V100, "fp16"), (A100, "bf16"), (H100, "bf16")]
+)
+def test_auto_is_bf16_from_ampere_on_and_fp16_below(
+    capability: tuple[int, int], expected: str
+) -> None:
+    assert choose_precision(CUDA, "auto", capability) == expected
+
+
+def test_a_precision_the_card_has_is_taken_as_asked() -> None:
+    assert choose_precision(CUDA, "fp32", H100) == "fp32"
+    assert choose_precision(CUDA, "fp16", H100) == "fp16"
+    assert choose_precision(CUDA, "fp32", T4) == "fp32"
+    assert choose_precision(CUDA, "bf16", A100) == "bf16"
+
+
+def test_bf16_on_a_card_without_it_is_refused_naming_the_capability() -> None:
+    with pytest.raises(DeviceUnavailable, match=r"bf16 needs compute capability 8\.0.*has 7\.5"):
+        choose_precision(CUDA, "bf16", T4)
+
+
+def test_the_cpu_trains_in_float32_and_refuses_reduced_precision() -> None:
+    assert choose_precision(CPU, "auto") == "fp32"
+    assert choose_precision(CPU, "fp32") == "fp32"
+    for reduced in ("bf16", "fp16"):
+        with pytest.raises(DeviceUnavailable, match=f"{reduced} needs a GPU"):
+            choose_precision(CPU, reduced)
+    with pytest.raises(DeviceUnavailable, match="must be one of auto, bf16, fp16, fp32"):
+        choose_precision(CPU, "fp8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA to find")
+def test_cuda_requested_where_there_is_none_is_refused_not_replaced_by_the_cpu() -> None:
+    with pytest.raises(DeviceUnavailable, match="AITRAINER_DEVICE is 'cuda' but torch finds no"):
+        choose_device("cuda")
+    assert choose_device(None) == CPU  # unset: the CPU is allowed
+
+
+def test_autocast_computes_in_the_chosen_dtype_and_only_when_enabled() -> None:
+    weights, inputs = torch.randn(8, 8), torch.randn(4, 8)
+    with Compute(CPU, "bf16").autocast():  # CPU autocast stands in for CUDA's here
+        assert (inputs @ weights).dtype == torch.bfloat16
+    with Compute(CPU, "bf16").autocast(enabled=False):
+        assert (inputs @ weights).dtype == torch.float32
+    with Compute(CPU, "fp32").autocast():
+        assert (inputs @ weights).dtype == torch.float32
+
+
+def test_fp16_scales_the_loss_and_the_others_do_not() -> None:
+    assert Compute(CPU, "fp16").grad_scaler().is_enabled()
+    assert not Compute(CPU, "bf16").grad_scaler().is_enabled()
+    assert not Compute(CPU, "fp32").grad_scaler().is_enabled()
+    # A step through the scaler as the loop takes it: the loss falls, the scale is kept.
+    torch.manual_seed(0)
+    compute = Compute(CPU, "fp16")
+    model, scaler = nn.Linear(8, 2), compute.grad_scaler()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    inputs, labels = torch.randn(64, 8), torch.randint(0, 2, (64,))
+    losses = []
+    for _ in range(20):
+        with compute.autocast():
+            loss = nn.functional.cross_entropy(model(inputs), labels)
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < losses[0]
+    assert scaler.state_dict()["scale"] > 1
+
+
+def test_describe_names_device_card_and_precision() -> None:
+    described = Compute(CPU).describe()
+    assert described == {"device": "cpu", "gpu": "cpu", "precision": "fp32", "tf32": False}
