@@ -705,6 +705,9 @@ class TrainingRow(BaseModel):
     deleting: bool = False
     events: int = Field(default=0, description="webhook events so far: the next sequence - 1")
     last_error: str | None = None
+    # The batch size the GPU ran out of memory at: the job then restarted once at half of
+    # it (params.batch_size), and a second out-of-memory error fails it.
+    out_of_memory_batch_size: int | None = None
     exports: dict[str, str] = Field(default_factory=dict, description="format → blob name")
     files: dict[str, str] = Field(
         default_factory=dict, description="manifest, labels, metrics, plots → blob name"

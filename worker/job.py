@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -223,10 +223,12 @@ class Job:
             text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
             return self.finish(State.FAILED, text)
         except torch.cuda.OutOfMemoryError:
+            params, first = self.row.params, self.row.out_of_memory_batch_size
+            again = f" (after a restart at half of batch_size {first})" if first else ""
             return self.finish(
                 State.FAILED,
-                f"the GPU ran out of memory at batch_size {self.row.params.batch_size} and "
-                f"image_size {self.row.params.image_size}; try a smaller batch_size or image_size",
+                f"the GPU ran out of memory at batch_size {params.batch_size} and image_size "
+                f"{params.image_size}{again}; try a smaller batch_size or image_size",
             )
         finally:
             # Customers' photos can be health data: nothing outlives the job on local disk.
@@ -276,17 +278,7 @@ class Job:
         first = self.row.current_epoch + 1
         self.advance(State.RUNNING, f"{resume_note}training epoch {first}/{params.epochs}")
         try:
-            result = fit(
-                self.task,
-                root,
-                self.out_dir,
-                config,
-                on_epoch=self._epoch_done,
-                resume_from=checkpoint,
-                cancelled=self.flags.interrupt_training,
-                stop_after_epoch=self.flags.stop.is_set,
-                on_checkpoint=self._step_checkpoint,
-            )
+            result = self._train(root, config, checkpoint)
         except TrainingInterrupted:
             return self.pause()
         except TrainingCancelled:
@@ -302,6 +294,62 @@ class Job:
                 State.CANCELLED, f"cancelled during epoch {self.row.current_epoch + 1}"
             )
         return self._deliver(result, root)
+
+    def _train(self, root: Path, config: TrainConfig, checkpoint: Path | None) -> TrainResult:
+        """fit, restarted once from epoch 1 at half the batch size (the learning rate as
+        asked) when the GPU runs out of memory; a second time, the error goes up."""
+        while True:
+            try:
+                return fit(
+                    self.task,
+                    root,
+                    self.out_dir,
+                    config,
+                    on_epoch=self._epoch_done,
+                    resume_from=checkpoint,
+                    cancelled=self.flags.interrupt_training,
+                    stop_after_epoch=self.flags.stop.is_set,
+                    on_checkpoint=self._step_checkpoint,
+                )
+            except torch.cuda.OutOfMemoryError:
+                if self.row.out_of_memory_batch_size is not None or config.batch_size < 2:
+                    raise
+                smaller = config.batch_size // 2
+                log.warning(
+                    "job %s: out of GPU memory at batch_size %d; restarting at %d",
+                    self.key,
+                    config.batch_size,
+                    smaller,
+                )
+                torch.cuda.empty_cache()  # what the failed step held
+                self._restart_at(smaller)
+                config = replace(config, batch_size=smaller)
+                checkpoint = None  # its epochs were trained at the other batch size
+                shutil.rmtree(self.out_dir, ignore_errors=True)
+
+    def _restart_at(self, batch_size: int) -> None:
+        """Record the restart in the row: the new batch size in its parameters, the reason
+        in its message, progress back to none and no checkpoint to resume."""
+        previous = self.row.checkpoint_blob
+
+        def change(row: TrainingRow) -> None:
+            row.message = (
+                f"the GPU ran out of memory at batch_size {row.params.batch_size} and "
+                f"image_size {row.params.image_size}: training again from epoch 1 at "
+                f"batch_size {batch_size}, the learning rate as asked"
+            )
+            row.out_of_memory_batch_size = row.params.batch_size
+            row.params = row.params.model_copy(update={"batch_size": batch_size})
+            row.current_epoch = 0
+            row.loss = row.accuracy = row.last_epoch_duration_seconds = None
+            row.checkpoint_blob = None
+
+        self.update(change)
+        if previous is not None:
+            try:
+                self.artifacts.delete(previous)
+            except Exception:  # a leftover blob costs storage only; the prefix's rule expires it
+                log.warning("job %s: could not delete the checkpoint before the restart", self.key)
 
     def _config(self) -> TrainConfig:
         """The run's TrainConfig: the row's request, the worker's settings."""
@@ -410,8 +458,16 @@ class Job:
                 f"validation {self.task.score_name} {report.val_accuracy:.1%}, "
                 f"{report.images_per_s:.0f} images/s"
             )
+            if row.out_of_memory_batch_size is not None:
+                row.message += f" ({self._smaller_batch_note()})"
 
         self._save_checkpoint(change, "epoch_completed")
+
+    def _smaller_batch_note(self) -> str:
+        return (
+            f"batch_size {self.row.params.batch_size}: the GPU ran out of memory at "
+            f"{self.row.out_of_memory_batch_size}"
+        )
 
     def pause(self) -> Outcome:
         def change(row: TrainingRow) -> None:
@@ -508,6 +564,8 @@ class Job:
             notes.append(f"{plural(result.skipped, self.task.skipped_noun)} skipped")
         if not result.pretrained:
             notes.append("trained from scratch (no ImageNet weights in the cache)")
+        if self.row.out_of_memory_batch_size is not None:
+            notes.append(self._smaller_batch_note())
         trained = len(result.history)
         if result.stopped_early:
             message = (

@@ -113,13 +113,17 @@ def worker_environment(
 
 
 class WorkerProcess:
-    """A real `python -m worker` process whose log goes to a file."""
+    """A real `python -m worker` process whose log goes to a file; script: a file that runs
+    worker.__main__.main() instead (with a fault it injects first)."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, *args: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, *args: str, script: Path | None = None
+    ) -> None:
         self.log_path = log_path
         self.log = log_path.open("ab")
+        command = [str(script)] if script is not None else ["-m", "worker"]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", *args],
+            [sys.executable, *command, *args],
             cwd=REPO,
             env=env,
             stdout=self.log,
@@ -142,11 +146,14 @@ def start_worker(
     started: list[WorkerProcess] = []
     s3 = request.getfixturevalue("s3_server") if "s3_server" in request.fixturenames else None
 
-    def start(*args: str, **overrides: object) -> WorkerProcess:
+    def start(*args: str, script: Path | None = None, **overrides: object) -> WorkerProcess:
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
         env = worker_environment(settings, s3, work, **overrides)
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started)}.log", *args)
+        if script is not None:
+            env["PYTHONPATH"] = str(REPO)  # a script's own folder comes first on sys.path
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        worker = WorkerProcess(env, log_path, *args, script=script)
         started.append(worker)
         return worker
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import torch
 
-from dev.stack import REPO
+from dev.sample_data import dataset_files
+from dev.stack import REPO, Azurite
 from function_app.api import ApiSettings
+from shared.contract import DEFAULT_LEARNING_RATE
 from shared.storage.account import StorageAccount
 from shared.storage.workers import WorkersTable
-from tests.worker.conftest import worker_environment
+from tests.worker.conftest import upload_azure, wait_for, worker_environment
 from tests.worker.test_failures import eventually
+from tests.worker.test_pipeline import azure_request
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA to find")
@@ -49,3 +54,71 @@ def test_the_heartbeat_says_where_and_in_what_precision_the_worker_trains(
     online = workers.online(fresh_seconds=60)
     assert [(w.device, w.gpu, w.precision) for w in online] == [("cpu", "cpu", "fp32")]
     assert worker.process.poll() is None
+
+
+# A worker whose pretend GPU holds at most LIMIT images a batch: a larger batch raises CUDA's
+# out-of-memory error in epoch 2, after epoch 1 and its checkpoint.
+OUT_OF_MEMORY_WORKER = """
+import sys
+
+import torch
+
+import worker.engine.loop as loop
+from worker.__main__ import main
+
+LIMIT = {limit}
+real_run_epoch = loop.run_epoch
+
+
+def run_epoch(run, epoch, *args, **kwargs):
+    if epoch == 2 and run.config.batch_size > LIMIT:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return real_run_epoch(run, epoch, *args, **kwargs)
+
+
+loop.run_epoch = run_epoch
+sys.exit(main())
+"""
+
+
+SMALLER = "(batch_size 4: the GPU ran out of memory at 8)"
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [(4, "SUCCESS"), (2, "FAILED")],
+    ids=["half the batch fits", "half the batch does not fit either"],
+)
+def test_out_of_gpu_memory_restarts_once_at_half_the_batch_size_then_fails_naming_it(
+    client: httpx.Client,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+    tmp_path: Path,
+    limit: int,
+    expected: str,
+) -> None:
+    script = tmp_path / "out_of_memory_worker.py"
+    script.write_text(OUT_OF_MEMORY_WORKER.format(limit=limit))
+    upload_azure(dataset_container, "good/", dataset_files())
+    body = azure_request(azurite, dataset_container.container_name, "good", batch_size=8)
+    assert client.post("/starttraining/", json=body).status_code == 202
+    worker = start_worker(script=script)
+    seen: list[dict[str, Any]] = []
+    status = wait_for(client, "clinic", body["project_name"], seen=seen)
+    assert status["result"] == expected, (status, worker.text()[-3000:])
+    assert "out of GPU memory at batch_size 8; restarting at 4" in worker.text()
+    epoch_messages = [s["message"] for s in seen if s["message"].startswith("epoch ")]
+    assert all(message.endswith(SMALLER) for message in epoch_messages), epoch_messages
+    assert status["parameters"]["batch_size"] == 4
+    assert status["parameters"]["learning_rate"] == DEFAULT_LEARNING_RATE  # unchanged
+    if expected == "SUCCESS":
+        assert status["message"].endswith(SMALLER.strip("()"))
+        metrics = httpx.get(status["files"]["metrics"]).json()
+        assert metrics["config"]["batch_size"] == 4
+        assert [epoch["epoch"] for epoch in metrics["epochs"]] == [1, 2]  # from epoch 1 again
+    else:
+        assert status["message"] == (
+            "the GPU ran out of memory at batch_size 4 and image_size 32 (after a restart at "
+            "half of batch_size 8); try a smaller batch_size or image_size"
+        )
