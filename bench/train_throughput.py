@@ -2,18 +2,21 @@
 
 Both train the same scratch model on the same decoded images with the same batch size,
 image size, augmentation work (random resized crop via roi_align, flip, normalisation) and,
-on CUDA, bf16 autocast, channels_last and cudnn.benchmark. Images per second count the
-training phase from the second epoch on. The two alternate epoch by epoch (the bare loop's
-epoch runs inside the engine's epoch callback, outside the engine's timed phase), so both
-see the same machine; the ratio is the median of the per-epoch ratios, which a busy shared
-machine disturbs far less than a ratio of two runs minutes apart. The last line is
-`ratio <engine/bare>`.
+on CUDA, autocast in the same precision (`--precision`, the engine's rule: bf16 on compute
+capability 8.0+, fp16 with a gradient scaler below), channels_last and cudnn.benchmark.
+Images per second count the training phase from the second epoch on. The two alternate
+epoch by epoch (the bare loop's epoch runs inside the engine's epoch callback, outside the
+engine's timed phase), so both see the same machine; the ratio is the median of the
+per-epoch ratios, which a busy shared machine disturbs far less than a ratio of two runs
+minutes apart. The last line is `ratio <engine/bare>`.
 
     python bench/train_throughput.py                   # CPU-sized defaults, or GPU-sized on CUDA
     python bench/train_throughput.py --architecture resnet50 --image-size 224 --batch-size 256
+    python bench/train_throughput.py --precision fp16    # a T4's precision, on any GPU
 
-Imports only torch, torchvision, the engine and the standard library, so it runs on a GPU
-host that has nothing else installed.
+Imports only torch, torchvision (with its Pillow and NumPy), the engine and the standard
+library, so it runs on a GPU host that has nothing else installed (the engine then writes
+no plots); tests/worker/engine/test_bare_host.py runs it so.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from worker.classification.data import load_dataset
 from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_image
 from worker.classification.task import ClassificationTask
-from worker.engine.config import TrainConfig
+from worker.engine.config import PRECISION_REQUESTS, TrainConfig
+from worker.engine.device import AUTOCAST_DTYPES, choose_precision
 from worker.engine.loop import fit
 from worker.engine.results import EpochReport
 
@@ -67,14 +71,15 @@ def main() -> None:
     image_size = args.image_size or size
     batch_size = args.batch_size or batch
     image_count = args.images or images
-    describe(device, args, image_size, batch_size, image_count)
+    precision = choose_precision(device, args.precision)
+    describe(device, args, image_size, batch_size, image_count, precision)
 
     with tempfile.TemporaryDirectory(prefix="aitrainer-bench-") as scratch:
         dataset_dir = Path(scratch, "dataset")
         started = time.perf_counter()
         write_dataset(dataset_dir, image_count, args.classes, image_size)
         print(f"dataset written in {time.perf_counter() - started:.1f} s", flush=True)
-        bare = BareLoop(dataset_dir, args.architecture, image_size, batch_size, device)
+        bare = BareLoop(dataset_dir, args.architecture, image_size, batch_size, device, precision)
         epochs = run_interleaved(dataset_dir, Path(scratch, "run"), args, bare, device)
 
     measured = epochs[1:]
@@ -101,6 +106,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="at least 2")
     parser.add_argument("--classes", type=int, default=DEFAULT_CLASSES)
     parser.add_argument("--device", help="cpu or cuda; default: cuda when available")
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISION_REQUESTS, help="as AITRAINER_PRECISION"
+    )
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
@@ -112,7 +120,12 @@ def defaults_for(device: torch.device) -> tuple[int, int, int]:
 
 
 def describe(
-    device: torch.device, args: argparse.Namespace, image_size: int, batch: int, images: int
+    device: torch.device,
+    args: argparse.Namespace,
+    image_size: int,
+    batch: int,
+    images: int,
+    precision: str,
 ) -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
@@ -121,7 +134,7 @@ def describe(
     )
     print(
         f"{args.architecture}, {image_size}px, batch {batch}, {images} images in "
-        f"{args.classes} classes, {args.epochs} epochs (measured from epoch 2)",
+        f"{args.classes} classes, {args.epochs} epochs (measured from epoch 2), {precision}",
         flush=True,
     )
 
@@ -189,6 +202,7 @@ def run_interleaved(
         architecture=args.architecture,
         pretrained="scratch",
         device=str(device),
+        precision=bare.precision,
         val_fraction=VAL_FRACTION,
         seed=SEED,
     )
@@ -206,6 +220,7 @@ class BareLoop:
         image_size: int,
         batch_size: int,
         device: torch.device,
+        precision: str,
     ):
         split = load_dataset(dataset_dir, VAL_FRACTION)
         with ThreadPoolExecutor() as pool:
@@ -214,6 +229,9 @@ class BareLoop:
         self.batch_size = batch_size
         self.device = device
         self.cuda = device.type == "cuda"
+        self.precision = precision
+        self.autocast_dtype = AUTOCAST_DTYPES.get(precision)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         self.images = torch.stack(decoded).to(device)
         self.labels = torch.tensor([f.label for f in split.train], device=device)
         # Seeded like the engine, so both start from the same initial weights.
@@ -256,11 +274,13 @@ class BareLoop:
             crops = roi_align(self.images[index].float(), boxes, size, 1.0, -1, True)
             crops = torch.where((draw[:, 4] < 0.5).view(-1, 1, 1, 1), crops.flip(3), crops)
             inputs = ((crops - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.cuda):
+            dtype, reduced = self.autocast_dtype, self.autocast_dtype is not None
+            with torch.autocast(device.type, dtype=dtype, enabled=reduced):
                 loss = F.cross_entropy(self.model(inputs), self.labels[index])
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
             loss_sum += loss.detach() * n
         loss_sum.item()  # waits for the GPU, like the engine's end-of-epoch loss
         return self.count / (time.perf_counter() - started)

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.contract import Leakage
 from shared.images import DecodedImage, UnreadableImage, decode_image
+from shared.limits import Leakage
 
 # A 256-bit pHash (16×16 DCT coefficients): 64 bits called 0.3–4.8 % of scikit-learn's digits
 # and 2.7–11 % of our test fixtures near duplicates at distances 2–4; at 256 bits and 12 no

@@ -19,6 +19,7 @@ What a file becomes:
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,10 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pillow_heif
 from PIL import Image, ImageFile
-
-pillow_heif.register_heif_opener()
 
 # Lower-case suffixes the decoder reads; anything else in a class folder is not an image.
 IMAGE_SUFFIXES = frozenset(
@@ -47,6 +45,7 @@ IMAGE_SUFFIXES = frozenset(
         ".avif",
     }
 )
+HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # read through pillow-heif, loaded on demand
 TRANSPARENT_BACKGROUND = (128, 128, 128)
 # The depths a sensor or scanner stores; the smallest that holds the maximum is the file's.
 BIT_DEPTHS = (8, 10, 12, 14, 16)
@@ -188,11 +187,32 @@ def upright_box(
             return box
 
 
+@functools.cache
+def _register_heif() -> None:
+    """Teach Pillow HEIC/HEIF (pillow-heif), once, when a file needs it: the engine's
+    benchmarks run on GPU hosts that have only torch and torchvision (and their Pillow)."""
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+
+
+def _identified(path: Path) -> ImageFile.ImageFile:
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        _register_heif()
+    try:
+        return Image.open(path)
+    except Image.UnidentifiedImageError:
+        if _register_heif.cache_info().currsize:  # HEIF was known already: not an image
+            raise
+        _register_heif()  # a HEIC photo under another name
+        return Image.open(path)
+
+
 def _open(path: Path) -> ImageFile.ImageFile:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = _identified(path)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise UnreadableImage(f"decompression bomb ({error})") from error
     except Image.UnidentifiedImageError as error:

@@ -10,8 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 from shared.settings import CommonSettings
-from worker.engine.config import DEFAULT_CACHE_BYTES, PretrainedPolicy
-from worker.engine.device import PrecisionRequest
+from worker.engine.config import DEFAULT_CACHE_BYTES, PrecisionRequest, PretrainedPolicy
 
 
 def _default_worker_id() -> str:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pillow_heif
 import pytest
 from PIL import Image
 
+from dev.stack import REPO
 from shared.images import (
     TRANSPARENT_BACKGROUND,
     ImageHeader,
@@ -17,6 +21,9 @@ from shared.images import (
     read_header,
     upright_box,
 )
+
+# To write HEIC fixtures: the decoder registers pillow-heif itself, on the first HEIC it reads.
+pillow_heif.register_heif_opener()
 
 COLOUR = (30, 160, 220)
 # Stored 48×32 with a red block at x 4–15, y 2–9: every orientation moves it somewhere else.
@@ -50,6 +57,27 @@ def test_every_format_decodes_to_its_colours(
     assert decoded.image.mode == "RGB" and decoded.image.size == (40, 24)
     assert np.abs(pixels - COLOUR).max() <= tolerance
     assert decoded.bit_depth == 8 and decoded.header.orientation == 1
+
+
+def test_heic_is_read_without_registering_anything_first_even_under_another_name(
+    tmp_path: Path,
+) -> None:
+    """A fresh interpreter, as a worker starts: pillow-heif loads when a HEIC file needs it."""
+    solid(tmp_path / "a.heic", "HEIF", quality=-1)
+    solid(tmp_path / "named_like_a.jpg", "HEIF", quality=-1)
+    read = (
+        "import sys; from pathlib import Path; from shared.images import decode_image\n"
+        "for name in sys.argv[1:]: print(decode_image(Path(name)).image.getpixel((0, 0)))"
+    )
+    names = [str(tmp_path / "named_like_a.jpg"), str(tmp_path / "a.heic")]
+    done = subprocess.run(
+        [sys.executable, "-c", read, *names], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    for line in done.stdout.splitlines():
+        pixel = tuple(int(value) for value in line.strip("()").split(","))
+        assert max(abs(a - b) for a, b in zip(pixel, COLOUR, strict=True)) <= 4
+    assert len(done.stdout.splitlines()) == 2
 
 
 def test_cmyk_jpeg_reads_as_its_rgb(tmp_path: Path) -> None:

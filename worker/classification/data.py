@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from shared.contract import Leakage
 from shared.dataset_check import (
     CheckedImage,
     DatasetReport,
@@ -22,6 +21,7 @@ from shared.dataset_check import (
     scan,
 )
 from shared.images import IMAGE_SUFFIXES, centre_view
+from shared.limits import Leakage
 from worker.engine.config import DEFAULT_IMAGE_SIZE, DEFAULT_SEED, DEFAULT_VAL_FRACTION
 from worker.engine.data import DatasetError
 

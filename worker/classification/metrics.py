@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from shared.contract import AUTO_BALANCE_RATIO, ClassWeighting
+from shared.limits import AUTO_BALANCE_RATIO, ClassWeighting
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.models import get_model, get_model_weights
 
-from shared.contract import CLASSIFICATION_ARCHITECTURES
+from shared.limits import CLASSIFICATION_ARCHITECTURES
 from worker.engine.config import PRETRAINED_POLICIES, PretrainedPolicy
 from worker.engine.data import WeightsMissingError
 

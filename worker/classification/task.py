@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from PIL import Image
@@ -41,7 +41,6 @@ from worker.classification.metrics import (
     precision_at_thresholds,
 )
 from worker.classification.models import build_model
-from worker.classification.plots import plot_confusion
 from worker.classification.preprocessing import decode_image, preprocessing_description
 from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm, spread
 from worker.engine.checkpoint import load_best_model
@@ -50,7 +49,9 @@ from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes, check
 from worker.engine.device import Compute
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
-from worker.export import export_all
+
+if TYPE_CHECKING:
+    from worker.export.manifest import Manifest
 
 CONFUSION_PLOT = "confusion_matrix.png"
 # A best validation accuracy below this many times chance means the model did not learn.
@@ -81,7 +82,15 @@ class ClassificationTask:
     score_name = "accuracy"
     score_description = "top-1 accuracy on the validation images"
     loss_label = "cross-entropy"
-    exporter = staticmethod(export_all)
+
+    @staticmethod
+    def exporter(*args: Any, **kwargs: Any) -> Manifest:
+        """worker.export.export_all, imported here: the exporters' libraries (onnx,
+        coremltools, executorch) load for an export only, not for training."""
+        from worker.export import export_all
+
+        return export_all(*args, **kwargs)
+
     skipped_noun = "unreadable image"
 
     def __init__(self) -> None:
@@ -315,6 +324,8 @@ class ClassificationTask:
 
     def final_plots(self, report: ClassificationReport, out_dir: Path) -> dict[str, Path]:
         path = out_dir / CONFUSION_PLOT
+        from worker.classification.plots import plot_confusion  # matplotlib, at the end only
+
         plot_confusion(report.confusion_matrix, self.split.class_names, path)
         return {"confusion_matrix": path}
 

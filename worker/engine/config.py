@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from shared.contract import (
+from shared.limits import (
     AUGMENTATIONS,
     CLASS_WEIGHTINGS,
     CLASSIFICATION_ARCHITECTURES,
@@ -32,9 +32,12 @@ from shared.contract import (
 
 # The seed's defaults and the smallest image size (every model here downsamples by 32)
 # live in the contract, so the API, the engine and the docs cannot disagree.
-from worker.engine.device import PRECISION_REQUESTS, PrecisionRequest
 
 TaskName = Literal["classification", "detection"]
+# The worker's AITRAINER_PRECISION (worker/engine/device.py applies it; this module stays
+# torch-free for the CLI's dataset check).
+PrecisionRequest = Literal["auto", "bf16", "fp16", "fp32"]
+PRECISION_REQUESTS: tuple[str, ...] = get_args(PrecisionRequest)
 ARCHITECTURES: dict[TaskName, tuple[str, ...]] = {
     "classification": CLASSIFICATION_ARCHITECTURES,
     "detection": DETECTION_ARCHITECTURES,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import torch
 
+from worker.engine.config import PRECISION_REQUESTS
+
 Precision = Literal["bf16", "fp16", "fp32"]
-PrecisionRequest = Literal["auto", "bf16", "fp16", "fp32"]
-PRECISION_REQUESTS: tuple[str, ...] = get_args(PrecisionRequest)
 BF16_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores, and TF32 matmuls
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

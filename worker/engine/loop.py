@@ -30,7 +30,7 @@ from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingInterrupted, cancel_poller, check_finite
 from worker.engine.data import LoadedData, batch_sizes
 from worker.engine.device import Compute, prepare_compute, synchronize
-from worker.engine.plots import plot_curves
+from worker.engine.plots import matplotlib_missing, plot_curves
 from worker.engine.recipe import (
     WARMUP_EPOCHS,
     Strength,
@@ -440,16 +440,20 @@ def finish(run: Run) -> TrainResult:
         raise RuntimeError("no epoch was evaluated; nothing to report")
     task, history, paths = run.task, run.history, run.paths
     report = task.final_report(run.best.payload)
-    plot_curves(
-        [r.epoch for r in history],
-        [r.train_loss for r in history],
-        [r.val_loss for r in history],
-        [r.val_accuracy for r in history],
-        paths.curves,
-        loss_label=task.loss_label,
-        accuracy_title=f"Validation {task.score_name}",
-    )
-    plots = {"curves": paths.curves, **task.final_plots(report, paths.out_dir)}
+    plots: dict[str, Path] = {}
+    if matplotlib_missing():
+        log.warning("matplotlib is not installed: this run writes no plots")
+    else:
+        plot_curves(
+            [r.epoch for r in history],
+            [r.train_loss for r in history],
+            [r.val_loss for r in history],
+            [r.val_accuracy for r in history],
+            paths.curves,
+            loss_label=task.loss_label,
+            accuracy_title=f"Validation {task.score_name}",
+        )
+        plots = {"curves": paths.curves, **task.final_plots(report, paths.out_dir)}
     # The best weights (trained or averaged: the same module's state), scored once more in
     # full precision, as the exports will compute: what ships with them, and the test split.
     run.model.load_state_dict(run.best.model)

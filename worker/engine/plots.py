@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 DPI = 120
+
+
+def matplotlib_missing() -> bool:
+    """True on a host without matplotlib (a bare GPU host running the benchmarks, which has
+    only torch and torchvision): such a run writes no plots and says so. The worker image
+    has it (requirements/worker.txt)."""
+    return importlib.util.find_spec("matplotlib") is None
 
 
 def plot_curves(
@@ -21,6 +26,9 @@ def plot_curves(
     accuracy_title: str = "Validation accuracy",
 ) -> None:
     """Loss (train and val) and validation accuracy (or mAP) per epoch, side by side."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     # Figure + Agg canvas instead of pyplot: no global backend state, safe in any thread.
     figure = Figure(figsize=(10, 4), dpi=DPI, layout="constrained")
     FigureCanvasAgg(figure)
