@@ -48,10 +48,12 @@ class Task(Protocol):
     score_description: str  # the same for metrics.json's "accuracy_is"
     loss_label: str  # the training loss, for the curves' axis
     skipped_noun: str  # what a skipped image is, for the final message
-    # Every requested format in out_dir, each checked against the model, and the manifest:
-    # exporter(model, class_names, image_size, architecture, formats, images, out_dir,
-    # metrics=, model_version=) -> Manifest.
-    exporter: Callable[..., Manifest]
+    @property
+    def exporter(self) -> Callable[..., Manifest]:
+        """Every requested format in out_dir, each checked against the model, and the
+        manifest: exporter(model, class_names, image_size, architecture, formats, images,
+        out_dir, metrics=, model_version=) -> Manifest."""
+        ...
 
     def learned_floor(self, num_classes: int) -> float:
         """The best score below which the model learned nothing worth shipping."""
