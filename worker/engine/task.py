@@ -48,6 +48,7 @@ class Task(Protocol):
     score_description: str  # the same for metrics.json's "accuracy_is"
     loss_label: str  # the training loss, for the curves' axis
     skipped_noun: str  # what a skipped image is, for the final message
+
     @property
     def exporter(self) -> Callable[..., Manifest]:
         """Every requested format in out_dir, each checked against the model, and the
