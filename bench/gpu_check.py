@@ -1,0 +1,349 @@
+"""The GPU acceptance check (issue 21): throughput, JPEG decode and one whole training, into
+one JSON file. `bench/gpu_check.sh` runs it on one H100/H200 in about 5 minutes.
+
+    bash bench/gpu_check.sh [results.json]          # the check, on a GPU host
+    python bench/gpu_check.py --smoke results.json  # the same steps, tiny, on any machine
+
+1. Training images/s, engine against a bare loop on the same GPU-resident cache
+   (bench/train_throughput.py, one process each): resnet50 and mobilenet_v3_large at 224 px,
+   batch 256, in bf16 and in fp16 (the T4's precision). Target: ratio ≥ 0.95.
+2. Decode of generated 1024×768 JPEGs to the 224 px cache view: the worker's Pillow decoder
+   (shared/images.py, the worker's decode threads) against torchvision.io.decode_jpeg on the
+   GPU in batches with an antialiased resize on the GPU, and how far the two views differ
+   (mean absolute difference per pixel, in 1/255). Target: GPU ≥ 5× Pillow.
+3. One training as the worker runs it: 5,000 generated JPEGs at 224 px, 20 epochs of the
+   default architecture, then ONNX (torch.onnx.export, dynamo) and TorchScript files of the
+   best model; seconds for data (decode into the cache), training and each export. The
+   exports are torch's own calls, not worker/export's checked exporters: those write a
+   pydantic manifest, and the host has no pydantic. Targets: ≤ 60 s training, ≤ 120 s in all.
+
+Needs torch, torchvision, NumPy and Pillow only (and onnxscript for the ONNX file, which
+that host has); tests/worker/engine/test_bare_host.py runs --smoke with the rest hidden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from torch.nn import functional as F
+from torchvision.io import decode_jpeg, encode_jpeg, read_file, write_file
+from torchvision.transforms.v2 import functional as TF
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout, where nothing is installed
+
+from bench.train_throughput import write_dataset
+from shared.images import centre_view, decode_image
+from worker.classification.task import ClassificationTask, load_best_classifier
+from worker.engine.config import TrainConfig
+from worker.engine.loop import fit
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What each step runs on: the check's, or --smoke's for a CPU in seconds."""
+
+    architectures: tuple[str, ...]
+    precisions: tuple[str, ...]
+    throughput_image_size: int
+    throughput_batch: int
+    throughput_images: int
+    throughput_epochs: int
+    photos: int
+    photo_size: tuple[int, int]
+    view_size: int
+    decode_batch: int
+    training_images: int
+    training_image_size: int
+    training_epochs: int
+    training_batch: int
+    training_architecture: str
+
+
+CHECK = Sizes(
+    architectures=("resnet50", "mobilenet_v3_large"),
+    precisions=("bf16", "fp16"),
+    throughput_image_size=224,
+    throughput_batch=256,
+    throughput_images=12_800,
+    throughput_epochs=4,
+    photos=10_000,
+    photo_size=(1024, 768),
+    view_size=224,
+    decode_batch=256,
+    training_images=5_000,
+    training_image_size=224,
+    training_epochs=20,
+    training_batch=256,
+    training_architecture="mobilenet_v3_large",
+)
+SMOKE = Sizes(
+    architectures=("mobilenet_v3_small",),
+    precisions=("auto",),
+    throughput_image_size=32,
+    throughput_batch=8,
+    throughput_images=48,
+    throughput_epochs=2,
+    photos=24,
+    photo_size=(256, 192),
+    view_size=64,
+    decode_batch=8,
+    training_images=40,
+    training_image_size=32,
+    training_epochs=2,
+    training_batch=8,
+    training_architecture="mobilenet_v3_small",
+)
+CLASSES = 10
+SMOKE_CLASSES = 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", type=Path, nargs="?", default=Path("gpu_check.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device")
+    args = parser.parse_args()
+    sizes = SMOKE if args.smoke else CHECK
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results: dict[str, Any] = {"host": host(device), "smoke": args.smoke}
+    for name, step in (("throughput", throughput), ("decode", decode), ("training", training)):
+        began = time.perf_counter()
+        try:
+            results[name] = step(sizes, device, args.smoke)
+        except Exception as error:  # one step's failure must not cost the others' numbers
+            results[name] = {"error": f"{type(error).__name__}: {error}"}
+        results[name]["step_seconds"] = round(time.perf_counter() - began, 1)
+        print(json.dumps({name: results[name]}, indent=1), flush=True)
+        args.results.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"results in {args.results}")
+
+
+def host(device: torch.device) -> dict[str, Any]:
+    return {
+        "device": device.type,
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "capability": list(torch.cuda.get_device_capability(device))
+        if device.type == "cuda"
+        else None,
+        "cpu_threads": os.cpu_count(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+    }
+
+
+# -- 1. training throughput ----------------------------------------------------------------
+
+
+def throughput(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
+    """bench/train_throughput.py per architecture × precision, each in its own process."""
+    runs = []
+    for architecture in sizes.architectures:
+        for precision in sizes.precisions:
+            command = [
+                sys.executable,
+                str(REPO / "bench" / "train_throughput.py"),
+                *("--architecture", architecture, "--precision", precision),
+                *("--image-size", str(sizes.throughput_image_size)),
+                *("--batch-size", str(sizes.throughput_batch)),
+                *("--images", str(sizes.throughput_images)),
+                *("--epochs", str(sizes.throughput_epochs), "--device", device.type),
+            ]
+            if smoke:
+                command += ["--classes", str(SMOKE_CLASSES)]
+            done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+            run: dict[str, Any] = {"architecture": architecture, "precision": precision}
+            if done.returncode != 0:
+                run["error"] = done.stderr[-2000:]
+            else:
+                run.update(parse_throughput(done.stdout))
+            runs.append(run)
+    return {"runs": runs, "target_ratio": 0.95}
+
+
+def parse_throughput(output: str) -> dict[str, float]:
+    """The medians and the ratio train_throughput.py prints last."""
+    number = r"\s+([0-9.]+)\s+[0-9.]+"
+    engine = re.search(r"engine, training phase" + number, output)
+    whole = re.search(r"engine, whole epoch \(\+val, ckpt\)" + number, output)
+    bare = re.search(r"bare PyTorch loop" + number, output)
+    ratio = re.search(r"^ratio ([0-9.]+)$", output, re.MULTILINE)
+    if not (engine and whole and bare and ratio):
+        raise ValueError(f"unexpected train_throughput output: {output[-500:]}")
+    return {
+        "engine_images_per_s": float(engine.group(1)),
+        "engine_whole_epoch_images_per_s": float(whole.group(1)),
+        "bare_images_per_s": float(bare.group(1)),
+        "ratio": float(ratio.group(1)),
+    }
+
+
+# -- 2. JPEG decode ------------------------------------------------------------------------
+
+
+def decode(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="aitrainer-gpu-check-") as scratch:
+        paths = write_photos(Path(scratch), sizes.photos, sizes.photo_size, device)
+        threads = TrainConfig().threads  # the worker's decode threads on this host
+        pillow_seconds, pillow_views = timed(lambda: pillow_decode(paths, sizes, threads))
+        synchronize(device)
+        gpu_seconds, gpu_views = timed(lambda: torch_decode(paths, sizes, device))
+        compared = min(len(paths), 256)
+        difference = (
+            (pillow_views[:compared].float() - gpu_views[:compared].cpu().float()).abs().mean()
+        )
+    count = len(paths)
+    return {
+        "photos": count,
+        "photo_size": list(sizes.photo_size),
+        "view_size": sizes.view_size,
+        "pillow_threads": threads,
+        "pillow_images_per_s": round(count / pillow_seconds, 1),
+        f"{device.type}_decode_jpeg_images_per_s": round(count / gpu_seconds, 1),
+        "ratio": round(pillow_seconds / gpu_seconds, 2),
+        "mean_abs_difference_of_views": round(float(difference), 3),
+        "targets": {"ratio": 5.0, "mean_abs_difference_of_views": 2.0},
+    }
+
+
+def write_photos(
+    folder: Path, count: int, size: tuple[int, int], device: torch.device
+) -> list[Path]:
+    """count photo-like JPEGs (smooth colour fields with noise), encoded on the device."""
+    width, height = size
+    generator = torch.Generator(device).manual_seed(0)
+    paths = []
+    for start in range(0, count, 64):
+        n = min(64, count - start)
+        coarse = torch.rand(n, 3, height // 32, width // 32, generator=generator, device=device)
+        smooth = F.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
+        noise = torch.randn(n, 3, height, width, generator=generator, device=device) * 0.03
+        pixels = ((smooth + noise).clamp(0, 1) * 255).to(torch.uint8)
+        encoded = encode_jpeg(list(pixels), quality=90)
+        for offset, data in enumerate(encoded):
+            path = folder / f"photo_{start + offset:05d}.jpg"
+            write_file(str(path), data.cpu())
+            paths.append(path)
+    return paths
+
+
+def pillow_decode(paths: list[Path], sizes: Sizes, threads: int) -> torch.Tensor:
+    """The worker's path: Pillow (JPEG draft ≥ the view size), then the centre view."""
+
+    def one(path: Path) -> torch.Tensor:
+        image = decode_image(path, sizes.view_size).image
+        return TF.pil_to_tensor(centre_view(image, sizes.view_size))
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return torch.stack(list(pool.map(one, paths)))
+
+
+def torch_decode(paths: list[Path], sizes: Sizes, device: torch.device) -> torch.Tensor:
+    """decode_jpeg on the device in batches, then the same centre view there: an
+    antialiased bilinear resize of the short side and a centre crop, into a uint8 cache."""
+    size = sizes.view_size
+    cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8, device=device)
+    for start in range(0, len(paths), sizes.decode_batch):
+        batch = paths[start : start + sizes.decode_batch]
+        data = [read_file(str(path)) for path in batch]
+        images = decode_jpeg(data, device=device)
+        for offset, image in enumerate(images):
+            resized = TF.resize(image, [size], antialias=True)
+            cache[start + offset] = TF.center_crop(resized, [size, size])
+    synchronize(device)
+    return cache
+
+
+# -- 3. one whole training -----------------------------------------------------------------
+
+
+def training(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
+    classes = SMOKE_CLASSES if smoke else CLASSES
+    with tempfile.TemporaryDirectory(prefix="aitrainer-gpu-check-") as scratch:
+        root, out = Path(scratch, "dataset"), Path(scratch, "run")
+        seconds: dict[str, float] = {}
+        began = time.perf_counter()
+        write_dataset(root, sizes.training_images, classes, sizes.training_image_size)
+        seconds["generate"] = time.perf_counter() - began
+        config = TrainConfig(
+            epochs=sizes.training_epochs,
+            image_size=sizes.training_image_size,
+            batch_size=sizes.training_batch,
+            step_size=sizes.training_epochs,
+            architecture=sizes.training_architecture,
+            pretrained="scratch",
+            device=device.type,
+        )
+        task = ClassificationTask()
+        seconds["data"], report = timed(lambda: task.check_dataset(root, config))
+        seconds["training"], result = timed(lambda: fit(task, root, out, config))
+        model, _, _ = load_best_classifier(result.checkpoint_best)
+        example = torch.rand(1, 3, config.image_size, config.image_size)
+        exports: dict[str, Any] = {}
+        for name, export in (("onnx", onnx_file), ("torchscript", torchscript_file)):
+            try:
+                took, path = timed(lambda export=export: export(model, example, out))
+                exports[name] = {"seconds": round(took, 1), "bytes": path.stat().st_size}
+            except Exception as error:
+                exports[name] = {"error": f"{type(error).__name__}: {error}"}
+        history = result.history
+        precision = json.loads((out / "metrics.json").read_text())["compute"]["precision"]
+    return {
+        "images": sizes.training_images,
+        "image_size": sizes.training_image_size,
+        "epochs": len(history),
+        "architecture": sizes.training_architecture,
+        "precision": precision,
+        "seconds": {name: round(value, 1) for name, value in seconds.items()},
+        "train_images_per_s_median": round(statistics.median(r.images_per_s for r in history), 1),
+        "best_val_accuracy": result.best_val_accuracy,
+        "dataset_warnings": len(report.warnings),
+        "exports": exports,
+        "targets": {"training_seconds": 60, "all_seconds": 120},
+    }
+
+
+def onnx_file(model: torch.nn.Module, example: torch.Tensor, out: Path) -> Path:
+    path = out / "model.onnx"
+    torch.onnx.export(model, (example,), str(path), dynamo=True)
+    return path
+
+
+def torchscript_file(model: torch.nn.Module, example: torch.Tensor, out: Path) -> Path:
+    path = out / "model.pt"
+    with warnings.catch_warnings():  # torch.jit's deprecation notice, once per call
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.trace(model, example).save(str(path))
+    return path
+
+
+# -- timing --------------------------------------------------------------------------------
+
+
+def timed(work: Any) -> tuple[float, Any]:
+    began = time.perf_counter()
+    value = work()
+    return time.perf_counter() - began, value
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+if __name__ == "__main__":
+    main()
