@@ -199,6 +199,10 @@ def decode(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aitrainer-gpu-check-") as scratch:
         paths = write_photos(Path(scratch), sizes.photos, sizes.photo_size, device)
         threads = TrainConfig().threads  # the worker's decode threads on this host
+        # Warm both first (nvjpeg's handles and CUDA kernels, Pillow's plugins, page cache).
+        warm = paths[: sizes.decode_batch]
+        pillow_decode(warm, sizes, threads)
+        torch_decode(warm, sizes, device)
         pillow_seconds, pillow_views = timed(lambda: pillow_decode(paths, sizes, threads))
         synchronize(device)
         gpu_seconds, gpu_views = timed(lambda: torch_decode(paths, sizes, device))

@@ -33,12 +33,15 @@ from shared.limits import Leakage
 # A 256-bit pHash (16×16 DCT coefficients): 64 bits called 0.3–4.8 % of scikit-learn's digits
 # and 2.7–11 % of our test fixtures near duplicates at distances 2–4; at 256 bits and 12 no
 # image of either (nor of bench/quality.py's shapes) has a neighbour that close, while a
-# photo re-encoded at JPEG quality 60 or resized by 2 % stays within 4 bits.
+# photo re-encoded at JPEG quality 60 or resized by 2 % stays within 8 bits (6 through the
+# classifier's centre view).
 NEAR_DUPLICATE_HASH_SIZE = 16
 NEAR_DUPLICATE_DISTANCE = 12
 # pHash reads a 64×64 grayscale (hash size × imagehash's high-frequency factor of 4).
 PHASH_SIDE = 4 * NEAR_DUPLICATE_HASH_SIZE
 PHASH_BATCH = 1024  # thumbnails hashed at once (4 MB)
+# A DCT coefficient below this share of the mean's (the DC term) is rounding noise: zero.
+ZERO_COEFFICIENT = 1e-9
 MIN_TRAIN_IMAGES = 5  # fewer training images in a class: the job fails before training
 FEW_TRAIN_IMAGES = 20  # fewer: a warning
 IMBALANCE_WARNING_RATIO = 10.0  # largest class / smallest class above this: a warning
@@ -56,7 +59,9 @@ class ImageFacts:
     """What the check keeps of one decoded image."""
 
     digest: bytes  # SHA-256 of the pixels hashed (the training view, or all) and their size
-    phash: int  # NEAR_DUPLICATE_HASH_SIZE² bits
+    # NEAR_DUPLICATE_HASH_SIZE² bits; None: a flat picture (no structure to compare: only
+    # its exact duplicates are found), or not hashed.
+    phash: int | None
     size: tuple[int, int]  # upright width, height before any resize
     orientation: int  # EXIF orientation (1: stored upright)
     bit_depth: int
@@ -97,7 +102,7 @@ def scan(
             digest = sha.digest()
             thumbnail = phash_input(source).tobytes()  # not np.asarray: 30 µs less
         header = decoded.header
-        facts = ImageFacts(digest, 0, header.upright_size, header.orientation, decoded.bit_depth)
+        facts = ImageFacts(digest, None, header.upright_size, header.orientation, decoded.bit_depth)
         return facts, thumbnail
 
     scanned: list[Scanned] = []
@@ -127,8 +132,9 @@ def scan(
 def phash_input(image: Image.Image) -> Image.Image:
     """The 64 px grayscale that pHash reads. imagehash makes it with a Lanczos resize;
     bilinear (antialiased when it shrinks) keeps re-encoded and 2 % resized copies as close
-    (within 6 bits here) at a third of the cost, and Pillow's reducing_gap of 2 (a box
-    reduce to at least twice the size first) keeps a big whole image cheap. A box reduce
+    (within 8 bits; NEAR_DUPLICATE_DISTANCE is 12) at a third of the cost, and Pillow's
+    reducing_gap of 2 (a box reduce to at least twice the size first) keeps a big whole
+    image cheap. A box reduce
     closer to 64 px moves such copies by up to 28 bits: it aliases JPEG noise into the low
     frequencies."""
     gray = image.convert("L")
@@ -146,9 +152,9 @@ def _dct_rows() -> np.ndarray:
 DCT_ROWS = _dct_rows()
 
 
-def phashes(thumbnails: np.ndarray) -> list[int]:
+def phashes(thumbnails: np.ndarray) -> list[int | None]:
     """imagehash.phash(thumbnail, hash_size=16) of each N×64×64 uint8 thumbnail, as an int
-    for the bit counts (a test holds the two equal bit for bit).
+    for the bit counts (a test holds the two equal bit for bit), or None for a flat one.
 
     Computed for a batch with one matrix product: only the 16×16 low frequencies that the
     hash keeps, not the whole 2-D DCT. Called per image, imagehash costs 0.15 ms (more
@@ -156,8 +162,16 @@ def phashes(thumbnails: np.ndarray) -> list[int]:
     15 % of the decode.
     """
     low = (DCT_ROWS @ thumbnails.astype(np.float64) @ DCT_ROWS.T).reshape(len(thumbnails), -1)
+    # Coefficients that are zero in exact arithmetic (all of a flat picture's but the mean,
+    # a mirror-symmetric one's odd frequencies) come out as rounding noise, which differs
+    # between this product, scipy's FFT and BLAS builds: zero, so every machine hashes alike.
+    # imagehash's bits there are that noise; a flat picture gets none (its hash would match
+    # every other flat picture's).
+    low[np.abs(low) < ZERO_COEFFICIENT * np.maximum(np.abs(low[:, :1]), 1.0)] = 0.0
+    flat = ~low[:, 1:].any(axis=1)
     above = low > np.median(low, axis=1, keepdims=True)
-    return [int.from_bytes(row.tobytes(), "big") for row in np.packbits(above, axis=1)]
+    bits = np.packbits(above, axis=1)
+    return [None if flat[i] else int.from_bytes(bits[i].tobytes(), "big") for i in range(len(bits))]
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,11 @@ def duplicate_groups(
             join(by_digest[fact.digest], row)
         else:
             by_digest[fact.digest] = row
-    hashes = {row: fact.phash for row in rows if isinstance(fact := facts[row], ImageFacts)}
+    hashes = {
+        row: fact.phash
+        for row in rows
+        if isinstance(fact := facts[row], ImageFacts) and fact.phash is not None
+    }
     for a, b in near_pairs(hashes, max_distance):
         join(a, b)
     members: dict[int, list[int]] = defaultdict(list)

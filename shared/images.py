@@ -199,12 +199,14 @@ def _register_heif() -> None:
 def _identified(path: Path) -> ImageFile.ImageFile:
     if path.suffix.lower() in HEIF_SUFFIXES:
         _register_heif()
+    # Read before the attempt: another decode thread may register HEIF meanwhile.
+    heif_known = "HEIF" in Image.OPEN
     try:
         return Image.open(path)
     except Image.UnidentifiedImageError:
-        if _register_heif.cache_info().currsize:  # HEIF was known already: not an image
+        if heif_known:  # HEIF was tried: not an image we read
             raise
-        _register_heif()  # a HEIC photo under another name
+        _register_heif()  # perhaps a HEIC photo under another name
         return Image.open(path)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import json
 import logging
 import shutil
@@ -29,6 +30,8 @@ from shared.connection_strings import connection_string_problem
 from shared.contract import (
     DATASET_REPORT_KEY,
     MAX_EPOCHS,
+    MIN_BATCH_SIZE,
+    MIN_DETECTION_BATCH_SIZE,
     State,
     StatusResponse,
     TrainingRow,
@@ -297,7 +300,8 @@ class Job:
 
     def _train(self, root: Path, config: TrainConfig, checkpoint: Path | None) -> TrainResult:
         """fit, restarted once from epoch 1 at half the batch size (the learning rate as
-        asked) when the GPU runs out of memory; a second time, the error goes up."""
+        asked) when the GPU runs out of memory; a second time, or when half is below the
+        task's smallest batch, the error goes up."""
         while True:
             try:
                 return fit(
@@ -312,20 +316,27 @@ class Job:
                     on_checkpoint=self._step_checkpoint,
                 )
             except torch.cuda.OutOfMemoryError:
-                if self.row.out_of_memory_batch_size is not None or config.batch_size < 2:
-                    raise
                 smaller = config.batch_size // 2
-                log.warning(
-                    "job %s: out of GPU memory at batch_size %d; restarting at %d",
-                    self.key,
-                    config.batch_size,
-                    smaller,
-                )
-                torch.cuda.empty_cache()  # what the failed step held
-                self._restart_at(smaller)
-                config = replace(config, batch_size=smaller)
-                checkpoint = None  # its epochs were trained at the other batch size
-                shutil.rmtree(self.out_dir, ignore_errors=True)
+                detection = config.task == "detection"
+                smallest = MIN_DETECTION_BATCH_SIZE if detection else MIN_BATCH_SIZE
+                if self.row.out_of_memory_batch_size is not None or smaller < smallest:
+                    raise
+            # Out of the except block, whose traceback holds the failed run's frames (model,
+            # optimiser, activations); a new task drops the old one's cache (on the GPU when
+            # it fitted), so the restart's cache placement sees the memory free again.
+            log.warning(
+                "job %s: out of GPU memory at batch_size %d; restarting at %d",
+                self.key,
+                config.batch_size,
+                smaller,
+            )
+            self.task = task_for(self.row.params.model_type)
+            gc.collect()
+            torch.cuda.empty_cache()
+            self._restart_at(smaller)
+            config = replace(config, batch_size=smaller)
+            checkpoint = None  # its epochs were trained at the other batch size
+            shutil.rmtree(self.out_dir, ignore_errors=True)
 
     def _restart_at(self, batch_size: int) -> None:
         """Record the restart in the row: the new batch size in its parameters, the reason

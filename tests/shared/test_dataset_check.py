@@ -77,6 +77,22 @@ def test_the_batched_phash_is_imagehashs_bit_for_bit() -> None:
     assert len(set(batched)) == len(batched)  # and they are not all one value
 
 
+def test_flat_pictures_have_no_phash_and_are_only_exact_duplicates(tmp_path: Path) -> None:
+    """A solid colour has nothing for pHash to compare (all its frequencies but the mean are
+    zero): solid pictures of other colours are not near duplicates; the same one twice is."""
+    for name, colour in (("red", (200, 0, 0)), ("blue", (0, 0, 200)), ("grey", (90, 90, 90))):
+        Image.new("RGB", (48, 48), colour).save(tmp_path / f"{name}.png")
+    Image.new("RGB", (48, 48), (200, 0, 0)).save(tmp_path / "red_again.bmp")
+    paths = sorted(tmp_path.iterdir())
+    facts = scan(paths, 32, threads=2)
+    assert all(isinstance(fact, ImageFacts) and fact.phash is None for fact in facts)
+    groups = duplicate_groups(facts)
+    assert [[paths[row].name for row in group.rows] for group in groups] == [
+        ["red.png", "red_again.bmp"]
+    ]
+    assert groups[0].exact
+
+
 def test_scikit_learns_digits_have_under_one_percent_near_duplicates(tmp_path: Path) -> None:
     """The documented threshold: the digits' 1,797 distinct drawings stay distinct."""
     paths = []

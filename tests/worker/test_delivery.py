@@ -115,7 +115,7 @@ def test_a_worker_paused_past_its_lease_leaves_the_job_to_its_successor_untouche
 ) -> None:
     upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
     body = azure_request(
-        azurite, dataset_container.container_name, "teeth", epochs=8, webhook_url=webhook.url
+        azurite, dataset_container.container_name, "teeth", epochs=5, webhook_url=webhook.url
     )
     client.post("/starttraining/", json=body)
     paused = start_worker(WORKER_ID="paused", CHECKPOINT_SECONDS=0.5)
@@ -139,8 +139,8 @@ def test_a_worker_paused_past_its_lease_leaves_the_job_to_its_successor_untouche
     row = stored_row(settings)
     assert row.attempt == 0  # the paused worker had saved progress: no failed attempt
     # Inside epochs too: AITRAINER_CHECKPOINT_SECONDS reaches the engine (4 more per epoch).
-    assert row.checkpoints > 8
-    assert "epoch 1/8" not in successor.text()  # it resumed from the paused one's checkpoint
+    assert row.checkpoints > 5
+    assert "epoch 1/5" not in successor.text()  # it resumed from the paused one's checkpoint
     delivered_by_one_claim(settings, row)
     # After SIGCONT the paused worker uploaded nothing (its own checkpoint blob included).
     old = f".resume/clinic/teeth/{first_claim.claim_token}/"
@@ -151,8 +151,13 @@ def test_a_worker_paused_past_its_lease_leaves_the_job_to_its_successor_untouche
     ]
     assert late == []
     epochs = epochs_webhooked(webhook)
-    assert epochs == sorted(epochs) and set(epochs) == set(range(1, 9))
+    assert epochs == sorted(epochs) and set(epochs) == set(range(1, 6))
     assert paused.process.poll() is None  # it lives on, ready for the next job
+
+
+# Six kills of holders with progress, over three jobs of six epochs (each kill costs a worker
+# start and a resume: ten of eight epochs took 184 s of the suite's 20 minutes).
+KILLS = 6
 
 
 @pytest.mark.timeout(600)
@@ -167,7 +172,7 @@ def test_kill_9s_at_random_lose_no_job_and_burn_no_attempt_of_one_that_progresse
     projects = ["one", "two", "three"]
     for project in projects:
         body = azure_request(
-            azurite, dataset_container.container_name, "teeth", project_name=project, epochs=8
+            azurite, dataset_container.container_name, "teeth", project_name=project, epochs=6
         )
         assert client.post("/starttraining/", json=body).status_code == 202
     rng = random.Random(0)
@@ -178,7 +183,7 @@ def test_kill_9s_at_random_lose_no_job_and_burn_no_attempt_of_one_that_progresse
     }
     epochs_seen: dict[str, list[int]] = {project: [] for project in projects}
     kills = 0
-    deadline = time.monotonic() + 480  # ~100 s on 2 quiet cores; much more when shared
+    deadline = time.monotonic() + 480  # ~70 s on 2 quiet cores; much more when shared
     while time.monotonic() < deadline:
         rows = {project: stored_row(settings, project) for project in projects}
         for project, row in rows.items():
@@ -188,7 +193,7 @@ def test_kill_9s_at_random_lose_no_job_and_burn_no_attempt_of_one_that_progresse
         # Kill only a holder with a checkpoint since its claim: every kill comes after
         # progress, so none may cost the job an attempt.
         holders = [row.worker_id for row in rows.values() if row.worker_id in alive]
-        victim = rng.choice(holders) if kills < 10 and holders else None
+        victim = rng.choice(holders) if kills < KILLS and holders else None
         if victim is not None and holds_progress(settings, projects, victim):
             alive.pop(victim).process.send_signal(signal.SIGKILL)
             kills += 1
@@ -197,7 +202,7 @@ def test_kill_9s_at_random_lose_no_job_and_burn_no_attempt_of_one_that_progresse
             time.sleep(rng.uniform(2, 5))
         else:
             time.sleep(0.5)
-    assert kills >= 10
+    assert kills >= KILLS
     for project in projects:
         row = stored_row(settings, project)
         assert row.state.value == "SUCCESS", (project, row.message)

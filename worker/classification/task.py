@@ -45,7 +45,13 @@ from worker.classification.preprocessing import decode_image, preprocessing_desc
 from worker.engine.batchnorm import CALIBRATION_IMAGES, reestimate_batch_norm, spread
 from worker.engine.checkpoint import load_best_model
 from worker.engine.config import TaskName, TrainConfig
-from worker.engine.data import EVAL_BATCH_FACTOR, LoadedData, batch_sizes, check_made_for
+from worker.engine.data import (
+    EVAL_BATCH_FACTOR,
+    LoadedData,
+    batch_sizes,
+    check_made_for,
+    split_digest,
+)
 from worker.engine.device import Compute
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
@@ -92,6 +98,7 @@ class ClassificationTask:
         return export_all(*args, **kwargs)
 
     skipped_noun = "unreadable image"
+    autocasts = True
 
     def __init__(self) -> None:
         self._layouts: dict[Path, DatasetLayout] = {}
@@ -187,6 +194,16 @@ class ClassificationTask:
             },
             test_images=len(split.test),
             check=split.report.as_json() if split.report is not None else {},
+            split=split_digest(
+                {
+                    name: [image.path.relative_to(dataset_dir).as_posix() for image in files]
+                    for name, files in (
+                        ("train", split.train),
+                        ("val", split.val),
+                        ("test", split.test),
+                    )
+                }
+            ),
             recipe={
                 "class_weighting": config.class_weighting,
                 "class_weighting_applied": applied,

@@ -1,7 +1,8 @@
 """Detection as a Task of the engine: COCO, YOLO or VOC boxes in, a torchvision detector out.
 
-Detectors run in float32 on every device: under bf16 autocast torchvision decodes boxes in
-bf16, whose spacing is 2 px between 256 and 512, which would blur losses and mAP.
+Detectors run in float32 on every device, with IEEE matmuls (no TF32): under bf16 autocast
+torchvision decodes boxes in bf16, whose spacing is 2 px between 256 and 512, which would
+blur losses and mAP.
 The score (EpochReport.val_accuracy, the status row's accuracy) is mAP@0.5 on validation.
 """
 
@@ -42,6 +43,7 @@ from worker.engine.data import (
     LoadedData,
     batch_sizes,
     check_made_for,
+    split_digest,
 )
 from worker.engine.device import Compute
 from worker.engine.recipe import Strength
@@ -71,6 +73,7 @@ class DetectionTask:
     loss_label = "detection loss"
     exporter = staticmethod(export_detector)
     skipped_noun = "unreadable or missing image"
+    autocasts = False  # float32 on every device, TF32 off (see the module docstring)
 
     def __init__(self) -> None:
         self._datasets: dict[tuple[Path, float, int], DetectionDataset] = {}
@@ -162,6 +165,15 @@ class DetectionTask:
             placement=self.images.placement,
             summary={"format": dataset.format, "counts": asdict(dataset.counts)},
             check=checked.check.report.as_json(),
+            split=split_digest(
+                {
+                    name: [
+                        self.images.images[row].path.relative_to(dataset.root).as_posix()
+                        for row in rows
+                    ]
+                    for name, rows in (("train", self.train_rows), ("val", self.val_rows))
+                }
+            ),
         )
 
     def build_model(

@@ -21,8 +21,11 @@ from worker.engine.config import RECIPE_FIELDS, RESULT_DEFINING_FIELDS, TrainCon
 # Jobs in flight across a deploy resume from these files: keys change only with a new
 # version, a migration and a test. (Config fields may be added: a checkpoint without one
 # resumes with the value the engine behaved as before it, config.LEGACY_VALUES.)
-CHECKPOINT_FORMAT = 3
-READABLE_FORMATS = (1, 2, 3)
+# Version 4 adds "split" (LoadedData.split: which file trains, validates, tests; a run that
+# splits otherwise starts again rather than resume) and, in fp16 runs, "scaler" (the loss
+# scale; without it the scale starts afresh). Earlier versions resume unchecked.
+CHECKPOINT_FORMAT = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:

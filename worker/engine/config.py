@@ -31,7 +31,8 @@ from shared.limits import (
 )
 
 # The seed's defaults and the smallest image size (every model here downsamples by 32)
-# live in the contract, so the API, the engine and the docs cannot disagree.
+# live in shared/limits.py (the contract's values), so the API, the engine and the docs
+# cannot disagree.
 
 TaskName = Literal["classification", "detection"]
 # The worker's AITRAINER_PRECISION (worker/engine/device.py applies it; this module stays

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,6 +39,19 @@ class LoadedData:
     recipe: dict[str, Any] = field(default_factory=dict)
     # The dataset check's report (dataset_report.json), in metrics.json and the manifest.
     check: dict[str, Any] = field(default_factory=dict)
+    # split_digest() of which file is in which split: a checkpoint's epochs were drawn over
+    # its split, so a resume onto another one (the files, or the duplicate check, changed)
+    # starts again instead.
+    split: str = ""
+
+
+def split_digest(splits: dict[str, Iterable[str]]) -> str:
+    """SHA-256 of each split's files (relative names), in the order the task indexes them."""
+    digest = hashlib.sha256()
+    for name, files in splits.items():
+        for file in files:
+            digest.update(f"{name}\0{file}\n".encode())
+    return digest.hexdigest()
 
 
 class StoredCheck(Protocol):

@@ -1,9 +1,10 @@
 """Where a run computes: the device, its arithmetic precision, and timing that waits for it.
 
 Precision follows the card: bf16 autocast where the hardware has bf16 (compute capability
-8.0, Ampere, and later), fp16 autocast with a gradient scaler below it (a T4 is 7.5: bf16
-there is emulated, slower than fp32), float32 on the CPU (CPU autocast is slower than
-float32) or on request. A request the hardware cannot honour is refused, never quietly
+8.0, Ampere, and later), fp16 autocast with a gradient scaler from 7.0 (Volta; a T4 is 7.5:
+bf16 there is emulated, slower than fp32), float32 below (Pascal's fp16 is slow), on the CPU
+(CPU autocast is slower than float32), for a task that does not autocast (detection) or on
+request. A request the hardware cannot honour is refused, never quietly
 changed: a worker told `cuda` that finds no CUDA, or `bf16` on a card without it, does not
 start.
 """
@@ -11,6 +12,7 @@ start.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +22,7 @@ from worker.engine.config import PRECISION_REQUESTS
 
 Precision = Literal["bf16", "fp16", "fp32"]
 BF16_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores, and TF32 matmuls
+FP16_CAPABILITY = (7, 0)  # Volta: fp16 tensor cores
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -34,6 +37,9 @@ class Compute:
     device: torch.device
     precision: Precision = "fp32"
     gpu: str = "cpu"  # the card's name
+    # float32 matmuls and convolutions on tensor cores (10-bit mantissa): on 8.0+ beside
+    # bf16/fp16 autocast, for what autocast leaves in float32; never for a float32 run.
+    tf32: bool = False
 
     def autocast(self, enabled: bool = True) -> contextlib.AbstractContextManager[Any]:
         """Mixed precision on the GPU (unless not enabled: float32, as exports compute)."""
@@ -47,13 +53,26 @@ class Compute:
         to zero. A pass-through for bf16 (float32's exponent range) and float32."""
         return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
+    @contextlib.contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """IEEE float32 matmuls and convolutions inside, TF32 or not outside: the final
+        scoring, which the shipped thresholds and the test accuracy come from, computes
+        as the float32 exports do."""
+        if self.device.type == "cuda":
+            set_tf32(False)
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                set_tf32(self.tf32)
+
     def describe(self) -> dict[str, Any]:
         """What metrics.json, the log and the worker's heartbeat say about it."""
         return {
             "device": self.device.type,
             "gpu": self.gpu,
             "precision": self.precision,
-            "tf32": self.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32,
+            "tf32": self.tf32,
         }
 
 
@@ -94,7 +113,9 @@ def choose_precision(
     major, minor = capability or torch.cuda.get_device_capability(device)
     has_bf16 = (major, minor) >= BF16_CAPABILITY
     if requested == "auto":
-        return "bf16" if has_bf16 else "fp16"
+        if has_bf16:
+            return "bf16"
+        return "fp16" if (major, minor) >= FP16_CAPABILITY else "fp32"
     if requested == "bf16" and not has_bf16:
         raise DeviceUnavailable(
             f"AITRAINER_PRECISION bf16 needs compute capability 8.0 or later; this GPU has "
@@ -103,20 +124,28 @@ def choose_precision(
     return requested  # type: ignore[return-value]  # fp16 or fp32, checked above
 
 
-def prepare_compute(requested_device: str | None, requested_precision: str = "auto") -> Compute:
-    """Choose device and precision and set the matmul modes they call for: TF32 on Ampere
-    and later (the float32 matmuls and convolutions left outside autocast run on tensor
-    cores with a 10-bit mantissa). The exports are made and checked on the CPU, in plain
-    float32."""
+def prepare_compute(
+    requested_device: str | None, requested_precision: str = "auto", autocasts: bool = True
+) -> Compute:
+    """Choose device and precision (float32 for a task that does not autocast, after the
+    request is checked against the card) and set the matmul mode they call for."""
     device = choose_device(requested_device)
     precision = choose_precision(device, requested_precision)
+    if not autocasts:
+        precision = "fp32"
     if device.type != "cuda":
         return Compute(device, precision)
-    capability = torch.cuda.get_device_capability(device)
-    tf32 = capability >= BF16_CAPABILITY
-    torch.backends.cuda.matmul.allow_tf32 = tf32
-    torch.backends.cudnn.allow_tf32 = tf32
-    return Compute(device, precision, torch.cuda.get_device_name(device))
+    tf32 = precision != "fp32" and torch.cuda.get_device_capability(device) >= BF16_CAPABILITY
+    set_tf32(tf32)
+    return Compute(device, precision, torch.cuda.get_device_name(device), tf32)
+
+
+def set_tf32(on: bool) -> None:
+    """TF32 for float32 matmuls and cuDNN convolutions, or IEEE float32 (torch's own
+    default leaves cuDNN's convolutions on TF32): torch's fp32_precision switches."""
+    mode = "tf32" if on else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode  # type: ignore[attr-defined]
 
 
 def synchronize(device: torch.device) -> None:

@@ -160,7 +160,7 @@ def start(
     task: Task, dataset_dir: Path, out_dir: Path, config: TrainConfig, resume_from: Path | None
 ) -> Run:
     """Seed, load the data, build model and optimiser, and restore a checkpoint if given."""
-    compute = prepare_compute(config.device, config.precision)
+    compute = prepare_compute(config.device, config.precision, task.autocasts)
     device = compute.device
     out_dir.mkdir(parents=True, exist_ok=True)
     resumed = load_resumable(resume_from, config) if resume_from else None
@@ -169,6 +169,12 @@ def start(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     data = task.load_data(dataset_dir, config, compute)
+    if resumed and resumed.get("split", data.split) != data.split:
+        log.warning(
+            "the checkpoint's run split the dataset otherwise (its files, or what the dataset "
+            "check groups as duplicates, changed): training from epoch 1 instead of resuming"
+        )
+        resumed = None
     if resumed and tuple(resumed["class_names"]) != data.class_names:
         raise ValueError(
             f"resume_from checkpoint was trained on classes {resumed['class_names']}, "
@@ -401,6 +407,7 @@ def checkpoint_payload(
         "epoch": run.history[-1].epoch if run.history else 0,
         "config": run.config.to_dict(),
         "class_names": list(run.data.class_names),
+        "split": run.data.split,
         "pretrained": run.pretrained,
         "model": model_state,
         "optimizer": run.optimizer.state_dict(),
@@ -457,7 +464,8 @@ def finish(run: Run) -> TrainResult:
     # The best weights (trained or averaged: the same module's state), scored once more in
     # full precision, as the exports will compute: what ships with them, and the test split.
     run.model.load_state_dict(run.best.model)
-    report, test_report = task.finalize(run.model, report, lambda: None)
+    with run.compute.full_precision():
+        report, test_report = task.finalize(run.model, report, lambda: None)
     write_json(paths.metrics, metrics(run, report, test_report))
     return TrainResult(
         task=task.name,

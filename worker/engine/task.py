@@ -48,6 +48,7 @@ class Task(Protocol):
     score_description: str  # the same for metrics.json's "accuracy_is"
     loss_label: str  # the training loss, for the curves' axis
     skipped_noun: str  # what a skipped image is, for the final message
+    autocasts: bool  # trains in the card's reduced precision (else float32 everywhere)
 
     @property
     def exporter(self) -> Callable[..., Manifest]:

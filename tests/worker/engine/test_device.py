@@ -6,17 +6,24 @@ import pytest
 import torch
 from torch import nn
 
-from worker.engine.device import Compute, DeviceUnavailable, choose_device, choose_precision
+from worker.engine.device import (
+    Compute,
+    DeviceUnavailable,
+    choose_device,
+    choose_precision,
+    set_tf32,
+)
 
 CUDA = torch.device("cuda")  # a device object needs no GPU; nothing here runs on it
 CPU = torch.device("cpu")
-T4, V100, A100, H100 = (7, 5), (7, 0), (8, 0), (9, 0)
+P40, T4, V100, A100, H100 = (6, 1), (7, 5), (7, 0), (8, 0), (9, 0)
 
 
 @pytest.mark.parametrize(
-    ("capability", "expected"), [(T4, "fp16"), (V100, "fp16"), (A100, "bf16"), (H100, "bf16")]
+    ("capability", "expected"),
+    [(P40, "fp32"), (T4, "fp16"), (V100, "fp16"), (A100, "bf16"), (H100, "bf16")],
 )
-def test_auto_is_bf16_from_ampere_on_and_fp16_below(
+def test_auto_is_bf16_from_ampere_on_fp16_from_volta_and_float32_below(
     capability: tuple[int, int], expected: str
 ) -> None:
     assert choose_precision(CUDA, "auto", capability) == expected
@@ -81,9 +88,23 @@ def test_fp16_scales_the_loss_and_the_others_do_not() -> None:
         scaler.update()
         losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
-    assert scaler.state_dict()["scale"] > 1
+    state = scaler.state_dict()  # every step finite: taken, counted, the scale kept
+    assert state["scale"] == 2.0**16 and state["_growth_tracker"] == 20
 
 
 def test_describe_names_device_card_and_precision() -> None:
     described = Compute(CPU).describe()
     assert described == {"device": "cpu", "gpu": "cpu", "precision": "fp32", "tf32": False}
+
+
+def test_the_final_scoring_computes_in_ieee_float32_even_where_training_uses_tf32() -> None:
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)  # type: ignore[attr-defined]
+    try:
+        set_tf32(True)  # what prepare_compute sets on an A100 beside bf16 autocast
+        compute = Compute(CUDA, "bf16", "NVIDIA A100", tf32=True)
+        with compute.full_precision():  # flags only: nothing runs on the device
+            assert (matmul.fp32_precision, conv.fp32_precision) == ("ieee", "ieee")  # type: ignore[attr-defined]
+        assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")  # type: ignore[attr-defined]
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before  # type: ignore[attr-defined]

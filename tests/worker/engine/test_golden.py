@@ -35,7 +35,7 @@ GOLDEN_FILE = Path(__file__).with_name("golden.json")
 # checkpoint saved inside an epoch (an epoch's end has format 2's keys). Jobs in flight
 # across a deploy resume from such files, so keys change only with a new format
 # (tests/worker/engine/test_loop.py resumes a format-1 file and a mid-epoch one).
-CHECKPOINT_FORMAT = 3
+CHECKPOINT_FORMAT = 4  # 4: "split" (and "scaler" in fp16 runs, not these)
 CHECKPOINT_KEYS = {
     "ema",
     "best",
@@ -49,6 +49,7 @@ CHECKPOINT_KEYS = {
     "pretrained",
     "rng",
     "scheduler",
+    "split",
 }
 BEST_KEYS = {
     "classification": {"accuracy", "confusion", "epoch", "model"},

@@ -55,10 +55,18 @@ class ToyTask:
     score_description = "toy accuracy"
     loss_label = "cross-entropy"
     skipped_noun = "toy"
+    autocasts = True
+    SPLIT = "toy split"
 
-    def __init__(self, scores: list[float] | None = None, nan_from_epoch: int | None = None):
+    def __init__(
+        self,
+        scores: list[float] | None = None,
+        nan_from_epoch: int | None = None,
+        split: str = SPLIT,
+    ):
         self.scores = scores
         self.nan_from_epoch = nan_from_epoch
+        self.split = split
         self.evaluations = 0
         self.epochs_trained = 0
 
@@ -74,7 +82,7 @@ class ToyTask:
         points = torch.randn(48, 4, generator=data) + labels[:, None] * 2.0
         self.train_x, self.train_y = points[:32], labels[:32]
         self.val_x, self.val_y = points[32:], labels[32:]
-        return LoadedData(("a", "b"), 32, 16, 0, (), "host", {"toy": True})
+        return LoadedData(("a", "b"), 32, 16, 0, (), "host", {"toy": True}, split=self.split)
 
     def build_model(
         self, config: TrainConfig, resumed_pretrained: bool | None
@@ -379,3 +387,48 @@ def test_a_resume_continues_with_the_engines_recipe_of_the_day(tmp_path: Path) -
     )
     assert [r.epoch for r in resumed.history] == [1, 2, 3, 4]
     assert "ema" not in load_checkpoint(resumed.checkpoint_last)
+
+
+def test_a_checkpoint_whose_run_split_the_data_otherwise_is_not_resumed(tmp_path: Path) -> None:
+    """The files changed, or the duplicate check grouped them otherwise: its epochs were
+    drawn over other images, so the run trains again from epoch 1."""
+    stops = iter([False, True])
+    with pytest.raises(TrainingInterrupted):
+        fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: next(stops))
+    checkpoint = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)
+    assert checkpoint["format"] == CHECKPOINT_FORMAT == 4
+    assert checkpoint["split"] == ToyTask.SPLIT
+    reports: list[EpochReport] = []
+    fit(
+        ToyTask(split="another split"),
+        tmp_path,
+        tmp_path / "second",
+        CONFIG,
+        on_epoch=reports.append,
+        resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+    )
+    assert [r.epoch for r in reports] == [1, 2, 3, 4]
+
+
+def test_an_fp16_runs_loss_scale_is_checkpointed_and_resumed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scaler's state goes into the checkpoint and comes back: its count of finite steps
+    runs on across the resume as in one run (CPU autocast stands in for a T4's fp16)."""
+    import worker.engine.loop as loop
+
+    fp16 = Compute(torch.device("cpu"), "fp16")
+    monkeypatch.setattr(loop, "prepare_compute", lambda *args: fp16)
+    whole = fit(ToyTask(), tmp_path, tmp_path / "whole", PLAIN)
+    stops = iter([False, True])
+    with pytest.raises(TrainingInterrupted):
+        fit(ToyTask(), tmp_path, tmp_path / "first", PLAIN, stop_after_epoch=lambda: next(stops))
+    halfway = load_checkpoint(tmp_path / "first" / CHECKPOINT_LAST)["scaler"]
+    first = tmp_path / "first" / CHECKPOINT_LAST
+    resumed = fit(ToyTask(), tmp_path, tmp_path / "second", PLAIN, resume_from=first)
+    steps = load_checkpoint(whole.checkpoint_last)["scaler"]["_growth_tracker"]
+    assert halfway["scale"] == 2.0**16 and 0 < halfway["_growth_tracker"] < steps
+    assert (
+        load_checkpoint(resumed.checkpoint_last)["scaler"]
+        == load_checkpoint(whole.checkpoint_last)["scaler"]
+    )
