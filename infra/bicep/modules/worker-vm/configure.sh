@@ -30,6 +30,8 @@ cat > /etc/systemd/system/aitrainer-worker@.service.d/least-privilege.conf <<'UN
 ExecStartPre=/bin/sh -c 'install -d -o 10001 -g 10001 -m 0700 /mnt/aitrainer/%i/tmp && find /mnt/aitrainer/%i/tmp -mindepth 1 -delete'
 ExecStart=
 ExecStart=/bin/sh -c 'exec /usr/bin/docker run --rm --name aitrainer-worker-%i --gpus device=%i --cap-drop ALL --security-opt no-new-privileges --read-only --tmpfs /tmp:rw,nosuid,nodev,size=512m --env TMPDIR=/work/tmp --env-file /etc/aitrainer/worker.env --env-file /run/aitrainer/secrets.env --env AITRAINER_WORKER_ID=%H-gpu%i --env AITRAINER_WORK_DIR=/work --volume /mnt/aitrainer/%i:/work "$(cat /run/aitrainer/image-%i)"'
+# Exit 2: told AITRAINER_DEVICE=cuda and found no GPU; restarting cannot fix the driver.
+RestartPreventExitStatus=2
 UNIT
 systemctl daemon-reload
 /usr/local/bin/aitrainer-workers-restart
