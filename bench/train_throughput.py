@@ -3,7 +3,7 @@
 Both train the same scratch model on the same decoded images with the same batch size,
 image size, augmentation work (random resized crop via roi_align, flip, normalisation) and,
 on CUDA, autocast in the same precision (`--precision`, the engine's rule: bf16 on compute
-capability 8.0+, fp16 with a gradient scaler below), channels_last and cudnn.benchmark.
+capability 8.0+, fp16 with a gradient scaler on 7.x), channels_last and cudnn.benchmark.
 Images per second count the training phase from the second epoch on. The two alternate
 epoch by epoch (the bare loop's epoch runs inside the engine's epoch callback, outside the
 engine's timed phase), so both see the same machine; the ratio is the median of the

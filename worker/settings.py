@@ -48,8 +48,8 @@ class WorkerSettings(CommonSettings):
     )
     precision: PrecisionRequest = Field(
         default="auto",
-        description="auto (bf16 on compute capability 8.0+, fp16 below, float32 on the CPU), "
-        "bf16, fp16 or fp32; one the device cannot run stops the worker at start",
+        description="auto (bf16 on compute capability 8.0+, fp16 on 7.x, float32 below and on "
+        "the CPU), bf16, fp16 or fp32; one the device cannot run stops the worker at start",
     )
     checkpoint_seconds: float = Field(
         default=120.0, ge=0, description="seconds of training between checkpoints inside an epoch"
