@@ -314,6 +314,7 @@ class Job:
                     cancelled=self.flags.interrupt_training,
                     stop_after_epoch=self.flags.stop.is_set,
                     on_checkpoint=self._step_checkpoint,
+                    on_fresh_start=self._resume_refused,
                 )
             except torch.cuda.OutOfMemoryError:
                 smaller = config.batch_size // 2
@@ -341,7 +342,6 @@ class Job:
     def _restart_at(self, batch_size: int) -> None:
         """Record the restart in the row: the new batch size in its parameters, the reason
         in its message, progress back to none and no checkpoint to resume."""
-        previous = self.row.checkpoint_blob
 
         def change(row: TrainingRow) -> None:
             row.message = (
@@ -351,11 +351,32 @@ class Job:
             )
             row.out_of_memory_batch_size = row.params.batch_size
             row.params = row.params.model_copy(update={"batch_size": batch_size})
+
+        self._start_over(change)
+
+    def _resume_refused(self, why: str) -> None:
+        """fit could not resume the checkpoint (why) and trains from epoch 1: say so."""
+
+        def change(row: TrainingRow) -> None:
+            row.message = (
+                f"{why}: the checkpoint of epoch {row.current_epoch} cannot continue; "
+                f"training again from epoch 1/{row.params.epochs}"
+            )
+
+        self._start_over(change)
+
+    def _start_over(self, change: Callable[[TrainingRow], None]) -> None:
+        """Commit `change` with the progress back to none and no checkpoint to resume, then
+        delete the checkpoint the row named."""
+        previous = self.row.checkpoint_blob
+
+        def reset(row: TrainingRow) -> None:
+            change(row)
             row.current_epoch = 0
             row.loss = row.accuracy = row.last_epoch_duration_seconds = None
             row.checkpoint_blob = None
 
-        self.update(change)
+        self.update(reset)
         if previous is not None:
             try:
                 self.artifacts.delete(previous)

@@ -240,8 +240,15 @@ def test_kill_9_during_training_resumes_from_the_checkpoint(
 
 
 def test_first_sigterm_pauses_after_the_epoch_and_another_worker_finishes(
-    client: httpx.Client, azurite: Azurite, dataset_container: Any, start_worker: Any
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
 ) -> None:
+    """The dataset also grows while the job is paused: the checkpoint's epochs were drawn
+    over other images, so the next worker says so and trains from epoch 1 (the kill -9 test
+    above resumes one whose dataset stayed)."""
     upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
     body = azure_request(azurite, dataset_container.container_name, "teeth", epochs=5)
     client.post("/starttraining/", json=body)
@@ -253,9 +260,23 @@ def test_first_sigterm_pauses_after_the_epoch_and_another_worker_finishes(
     assert paused["result"] == "RUNNING"
     assert "paused after epoch" in paused["message"]
     assert paused["current_epoch"] < 5
-    start_worker()
-    status = wait_for(client, "clinic", "teeth")
+    jobs = JobsTable(StorageAccount(settings).table(settings.trainings_table))
+    before = jobs.get("clinic", "teeth")
+    assert before is not None and before[0].checkpoint_blob is not None
+    grown = dataset_files(per_class=25)
+    upload_azure(dataset_container, "teeth/", {k: v for k, v in grown.items() if "_024" in k})
+    second = start_worker()
+    seen: list[dict[str, Any]] = []
+    status = wait_for(client, "clinic", "teeth", seen=seen)
     assert status["result"] == "SUCCESS" and status["current_epoch"] == 5
+    assert "epoch 1/5" in second.text()  # trained again, not resumed
+    refused = [s for s in seen if "cannot continue" in s["message"]]
+    assert refused, [s["message"] for s in seen]
+    assert refused[0]["current_epoch"] == 0
+    assert refused[0]["message"].startswith("the dataset is split otherwise")
+    assert f"the checkpoint of epoch {paused['current_epoch']} cannot" in refused[0]["message"]
+    blobs = StorageAccount(settings).container(settings.models_container)
+    assert not blobs.get_blob_client(before[0].checkpoint_blob).exists()  # deleted, not left
 
 
 def test_cancel_stops_a_running_training_and_keeps_its_checkpoint(

@@ -118,18 +118,21 @@ def fit(
     cancelled: Callable[[], bool] | None = None,
     stop_after_epoch: Callable[[], bool] | None = None,
     on_checkpoint: Callable[[StepCheckpoint], None] | None = None,
+    on_fresh_start: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train task's model on dataset_dir, writing checkpoints, metrics and plots to out_dir.
 
     checkpoint_last.pt is rewritten after every epoch and, with config.checkpoint_seconds,
-    inside long epochs too (then on_checkpoint is told). Raises TrainingInterrupted after an
+    inside long epochs too (then on_checkpoint is told). A resume_from checkpoint whose run
+    split the dataset otherwise is not resumed: training starts at epoch 1 and
+    on_fresh_start(why) is told first. Raises TrainingInterrupted after an
     epoch when stop_after_epoch() says so (resume from checkpoint_last.pt), TrainingCancelled
     within an epoch once cancelled() does, and TrainingDiverged when an epoch's loss is not
     finite.
     """
     if config.task != task.name:
         raise ValueError(f"config.task is {config.task!r} but the task trains {task.name!r}")
-    run = start(task, dataset_dir, out_dir, config, resume_from)
+    run = start(task, dataset_dir, out_dir, config, resume_from, on_fresh_start)
     for epoch in range(run.first_epoch, config.epochs + 1):
         if out_of_patience(run):  # also when resumed after the epoch that ran out of it
             break
@@ -157,7 +160,12 @@ def stopped_early(run: Run) -> bool:
 
 
 def start(
-    task: Task, dataset_dir: Path, out_dir: Path, config: TrainConfig, resume_from: Path | None
+    task: Task,
+    dataset_dir: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    resume_from: Path | None,
+    on_fresh_start: Callable[[str], None] | None = None,
 ) -> Run:
     """Seed, load the data, build model and optimiser, and restore a checkpoint if given."""
     compute = prepare_compute(config.device, config.precision, task.autocasts)
@@ -169,17 +177,25 @@ def start(
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     data = task.load_data(dataset_dir, config, compute)
-    if resumed and resumed.get("split", data.split) != data.split:
-        log.warning(
-            "the checkpoint's run split the dataset otherwise (its files, or what the dataset "
-            "check groups as duplicates, changed): training from epoch 1 instead of resuming"
-        )
-        resumed = None
+    # Other classes are another model: refused. The same classes split otherwise (files
+    # added or removed, or the check grouping duplicates differently) are the same model
+    # trained over other images: its epochs cannot continue, epoch 1 can.
     if resumed and tuple(resumed["class_names"]) != data.class_names:
         raise ValueError(
             f"resume_from checkpoint was trained on classes {resumed['class_names']}, "
             f"the dataset has {list(data.class_names)}"
         )
+    # Only format-4 checkpoints have a split, and they save every config field: the config
+    # as_resumed made is the one asked for, and the data need not load again.
+    if resumed and resumed.get("split", data.split) != data.split:
+        why = (
+            "the dataset is split otherwise than when the checkpoint was saved (files were "
+            "added or removed, or the check groups duplicates differently)"
+        )
+        log.warning("%s: training from epoch 1 instead of resuming", why)
+        if on_fresh_start:
+            on_fresh_start(why)
+        resumed = None
     model, pretrained = task.build_model(config, bool(resumed["pretrained"]) if resumed else None)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.learning_rate, momentum=MOMENTUM)

@@ -307,8 +307,16 @@ def test_a_resume_with_other_parameters_or_classes_is_refused(tmp_path: Path) ->
         def load_data(self, *args: Any) -> LoadedData:
             return dataclasses.replace(super().load_data(*args), class_names=("a", "c"))
 
+    # Other classes split the files otherwise too: the classes are what is refused.
     with pytest.raises(ValueError, match=r"trained on classes \['a', 'b'\]"):
-        fit(OtherClasses(), tmp_path, tmp_path / "y", CONFIG, resume_from=checkpoint)
+        fit(
+            OtherClasses(split="another split"),
+            tmp_path,
+            tmp_path / "y",
+            CONFIG,
+            resume_from=checkpoint,
+            on_fresh_start=lambda why: pytest.fail(f"started afresh: {why}"),
+        )
 
 
 def test_the_task_and_the_config_must_agree(tmp_path: Path) -> None:
@@ -399,6 +407,7 @@ def test_a_checkpoint_whose_run_split_the_data_otherwise_is_not_resumed(tmp_path
     assert checkpoint["format"] == CHECKPOINT_FORMAT == 4
     assert checkpoint["split"] == ToyTask.SPLIT
     reports: list[EpochReport] = []
+    told: list[str] = []
     fit(
         ToyTask(split="another split"),
         tmp_path,
@@ -406,8 +415,20 @@ def test_a_checkpoint_whose_run_split_the_data_otherwise_is_not_resumed(tmp_path
         CONFIG,
         on_epoch=reports.append,
         resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+        on_fresh_start=lambda why: told.append(f"{why} (before epoch {len(reports) + 1})"),
     )
     assert [r.epoch for r in reports] == [1, 2, 3, 4]
+    assert len(told) == 1 and "split otherwise" in told[0], told
+    assert told[0].endswith("(before epoch 1)")
+    # The same split resumes without a word.
+    fit(
+        ToyTask(),
+        tmp_path,
+        tmp_path / "third",
+        CONFIG,
+        resume_from=tmp_path / "first" / CHECKPOINT_LAST,
+        on_fresh_start=lambda why: pytest.fail(f"started afresh: {why}"),
+    )
 
 
 def test_an_fp16_runs_loss_scale_is_checkpointed_and_resumed(
