@@ -317,10 +317,8 @@ class Job:
                     on_fresh_start=self._resume_refused,
                 )
             except torch.cuda.OutOfMemoryError:
-                smaller = config.batch_size // 2
-                detection = config.task == "detection"
-                smallest = MIN_DETECTION_BATCH_SIZE if detection else MIN_BATCH_SIZE
-                if self.row.out_of_memory_batch_size is not None or smaller < smallest:
+                smaller = halved_batch_size(config.batch_size, config.task)
+                if self.row.out_of_memory_batch_size is not None or smaller is None:
                     raise
             # Out of the except block, whose traceback holds the failed run's frames (model,
             # optimiser, activations); a new task drops the old one's cache (on the GPU when
@@ -612,6 +610,14 @@ class Job:
         if result.best_val_accuracy < floor:
             message = did_not_learn(self.task.score_name, result, floor) + "; " + message
         return self.finish(State.SUCCESS, message)
+
+
+def halved_batch_size(batch_size: int, task: str) -> int | None:
+    """The batch size a run out of GPU memory restarts at: half, rounded down; None when
+    that is below the task's smallest batch (a detector's batch norm needs two images)."""
+    smallest = MIN_DETECTION_BATCH_SIZE if task == "detection" else MIN_BATCH_SIZE
+    half = batch_size // 2
+    return half if half >= smallest else None
 
 
 def webhook_sender(settings: WorkerSettings, row: TrainingRow) -> WebhookSender:

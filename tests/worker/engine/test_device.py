@@ -11,6 +11,7 @@ from worker.engine.device import (
     DeviceUnavailable,
     choose_device,
     choose_precision,
+    prepare_compute,
     set_tf32,
 )
 
@@ -108,3 +109,41 @@ def test_the_final_scoring_computes_in_ieee_float32_even_where_training_uses_tf3
         assert (matmul.fp32_precision, conv.fp32_precision) == ("tf32", "tf32")  # type: ignore[attr-defined]
     finally:
         matmul.fp32_precision, conv.fp32_precision = before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("capability", "autocasts", "precision", "tf32"),
+    [
+        (A100, True, "bf16", True),
+        (A100, False, "fp32", False),  # detection: float32, and no TF32 either
+        (T4, True, "fp16", False),  # TF32 is Ampere's
+        (P40, True, "fp32", False),
+    ],
+)
+def test_prepare_compute_sets_tf32_only_beside_autocast_on_ampere(
+    monkeypatch: pytest.MonkeyPatch,
+    capability: tuple[int, int],
+    autocasts: bool,
+    precision: str,
+    tf32: bool,
+) -> None:
+    """A faked card: torch's CUDA queries answer as the card would; only flags change."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a faked card")
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
+    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
+    before = (matmul.fp32_precision, conv.fp32_precision)  # type: ignore[attr-defined]
+    try:
+        compute = prepare_compute("cuda", "auto", autocasts)
+        mode = "tf32" if tf32 else "ieee"
+        assert (matmul.fp32_precision, conv.fp32_precision) == (mode, mode)  # type: ignore[attr-defined]
+    finally:
+        matmul.fp32_precision, conv.fp32_precision = before  # type: ignore[attr-defined]
+    assert compute == Compute(CUDA, precision, "a faked card", tf32)  # type: ignore[arg-type]
+    assert torch.backends.cudnn.benchmark  # fixed shapes: cuDNN's autotuning pays
+
+
+def test_a_task_that_does_not_autocast_still_has_its_request_checked() -> None:
+    with pytest.raises(DeviceUnavailable, match="bf16 needs a GPU"):
+        prepare_compute("cpu", "bf16", autocasts=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Iterator
@@ -453,3 +454,34 @@ def test_an_fp16_runs_loss_scale_is_checkpointed_and_resumed(
         load_checkpoint(resumed.checkpoint_last)["scaler"]
         == load_checkpoint(whole.checkpoint_last)["scaler"]
     )
+
+
+def test_the_best_weights_are_scored_once_more_in_full_precision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """finalize (the report that ships: thresholds, test split) runs inside
+    Compute.full_precision, and nothing else does."""
+    import worker.engine.loop as loop
+
+    inside: list[bool] = []
+
+    @dataclass(frozen=True)
+    class Recording(Compute):
+        @contextlib.contextmanager
+        def full_precision(self) -> Iterator[None]:
+            inside.append(True)
+            yield
+            inside.append(False)
+
+    class Finalizing(ToyTask):
+        def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
+            assert inside[-1:] != [True], "an epoch's evaluation ran in full precision"
+            return super().evaluate(model, poll)
+
+        def finalize(self, model: nn.Module, report: Any, poll: Any) -> tuple[Any, None]:
+            assert inside == [True]
+            return super().finalize(model, report, poll)
+
+    monkeypatch.setattr(loop, "prepare_compute", lambda *args: Recording(torch.device("cpu")))
+    fit(Finalizing(), tmp_path, tmp_path / "out", CONFIG)
+    assert inside == [True, False]
