@@ -48,6 +48,7 @@ from shared.storage.artifacts import (
 from shared.storage.jobs import JobsTable, TrainingNotFound
 from worker.claim import job_key
 from worker.classification.task import plural
+from worker.engine.checkpoint import CheckpointMismatch
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import DatasetError, WeightsMissingError
@@ -225,6 +226,12 @@ class Job:
         ) as error:
             text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
             return self.finish(State.FAILED, text)
+        except CheckpointMismatch as error:  # classes changed while it waited: no retry helps
+            return self.finish(
+                State.FAILED,
+                f"cannot resume after epoch {self.row.current_epoch}: {error}; delete the "
+                "training and start it again to train on the dataset as it is now",
+            )
         except torch.cuda.OutOfMemoryError:
             params, first = self.row.params, self.row.out_of_memory_batch_size
             again = f" (after a restart at half of batch_size {first})" if first else ""

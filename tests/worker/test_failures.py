@@ -239,16 +239,19 @@ def test_kill_9_during_training_resumes_from_the_checkpoint(
     assert row.attempt == 0  # a lapsed lease of a progressing job is not a failure
 
 
+@pytest.mark.parametrize("change", ["one image more", "a class more"])
 def test_first_sigterm_pauses_after_the_epoch_and_another_worker_finishes(
     client: httpx.Client,
     settings: ApiSettings,
     azurite: Azurite,
     dataset_container: Any,
     start_worker: Any,
+    change: str,
 ) -> None:
-    """The dataset also grows while the job is paused: the checkpoint's epochs were drawn
-    over other images, so the next worker says so and trains from epoch 1 (the kill -9 test
-    above resumes one whose dataset stayed)."""
+    """The dataset also changes while the job is paused (the kill -9 test above resumes one
+    whose dataset stayed). One image more: the checkpoint's epochs were drawn over other
+    images, so the next worker says so and trains from epoch 1. A class more is another
+    model: FAILED at once, saying what to do."""
     upload_azure(dataset_container, "teeth/", dataset_files(per_class=24))
     body = azure_request(azurite, dataset_container.container_name, "teeth", epochs=5)
     client.post("/starttraining/", json=body)
@@ -263,6 +266,19 @@ def test_first_sigterm_pauses_after_the_epoch_and_another_worker_finishes(
     jobs = JobsTable(StorageAccount(settings).table(settings.trainings_table))
     before = jobs.get("clinic", "teeth")
     assert before is not None and before[0].checkpoint_blob is not None
+    if change == "a class more":
+        upload_azure(dataset_container, "teeth/", dataset_files(("okay",), per_class=24))
+        second = start_worker()
+        status = wait_for(client, "clinic", "teeth")
+        assert status["result"] == "FAILED", (status, second.text()[-3000:])
+        assert status["message"] == (
+            f"cannot resume after epoch {paused['current_epoch']}: the checkpoint was trained "
+            "on classes ['bad', 'good'], the dataset has ['bad', 'good', 'okay']; delete the "
+            "training and start it again to train on the dataset as it is now"
+        )
+        row = jobs.get("clinic", "teeth")
+        assert row is not None and row[0].attempt == 0  # not retried: no retry could help
+        return
     grown = dataset_files(per_class=25)
     upload_azure(dataset_container, "teeth/", {k: v for k, v in grown.items() if "_024" in k})
     second = start_worker()

@@ -47,6 +47,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint another run wrote (other parameters), or over other classes."""
+
+
 def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
     """The checkpoint at path, refused when it was written by a run with other parameters."""
     payload = load_checkpoint(path)
@@ -60,7 +64,9 @@ def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
         and (name in payload["config"] or name not in RECIPE_FIELDS)
     ]
     if changed:
-        raise ValueError(f"resume_from '{path}' is a different run; changed: {', '.join(changed)}")
+        raise CheckpointMismatch(
+            f"resume_from '{path}' is a different run; changed: {', '.join(changed)}"
+        )
     return payload
 
 

@@ -20,6 +20,7 @@ from torch.optim import SGD
 from torch.optim.lr_scheduler import StepLR
 
 from worker.engine.checkpoint import (
+    CheckpointMismatch,
     capture_rng,
     cpu_state,
     load_resumable,
@@ -181,8 +182,8 @@ def start(
     # added or removed, or the check grouping duplicates differently) are the same model
     # trained over other images: its epochs cannot continue, epoch 1 can.
     if resumed and tuple(resumed["class_names"]) != data.class_names:
-        raise ValueError(
-            f"resume_from checkpoint was trained on classes {resumed['class_names']}, "
+        raise CheckpointMismatch(
+            f"the checkpoint was trained on classes {resumed['class_names']}, "
             f"the dataset has {list(data.class_names)}"
         )
     # Only format-4 checkpoints have a split, and they save every config field: the config
