@@ -8,6 +8,7 @@ rule, because they reach users verbatim.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -120,7 +121,9 @@ def _check_range(
     field: str, value: float, low: float, high: float, *, low_open: bool = False
 ) -> None:
     too_low = value <= low if low_open else value < low
-    if too_low or value > high:
+    # NaN compares false with everything: without this it passes every bound (JSON parsers
+    # such as Python's accept a bare NaN).
+    if math.isnan(value) or too_low or value > high:
         lower = f"greater than {low:g}" if low_open else f"at least {low:g}"
         if not low_open and isinstance(value, int):
             rule = f"between {low:g} and {high:g}"
@@ -226,6 +229,19 @@ class StartTrainingRequest(BaseModel):
         default_factory=lambda: list(DEFAULT_EXPORT),
         description="for detection: " + ", ".join(DETECTION_EXPORT_FORMATS),
         json_schema_extra={"items": {"enum": list(EXPORT_FORMATS)}, "minItems": 1},
+    )
+    export_precision: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EXPORT_PRECISION),
+        description="fp32 (always: the plain format files) and the variants wanted, each its "
+        "own file checked on the whole validation split; classification only; made for: "
+        + "; ".join(f"{p} {', '.join(f)}" for p, f in VARIANT_FORMATS.items()),
+        json_schema_extra={"items": {"enum": list(EXPORT_PRECISIONS)}, "minItems": 1},
+    )
+    export_tolerance: float = Field(
+        default=DEFAULT_EXPORT_TOLERANCE,
+        description="a precision variant whose validation accuracy is more than this below "
+        "fp32's is not delivered (the status says why)",
+        json_schema_extra={"minimum": 0, "maximum": 1},
     )
     model_type: Literal["classification", "detection"]
     architecture: str | None = Field(
@@ -391,6 +407,30 @@ class StartTrainingRequest(BaseModel):
             raise _fail("export", "export must name at least one format")
         return list(dict.fromkeys(value))  # drop duplicates, keep the caller's order
 
+    @field_validator("export_precision")
+    @classmethod
+    def _export_precision(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in EXPORT_PRECISIONS]
+        if unknown:
+            raise _fail(
+                "export_precision",
+                f"export_precision has unknown precision '{unknown[0]}' "
+                f"(allowed: {', '.join(EXPORT_PRECISIONS)})",
+            )
+        if "fp32" not in value:
+            raise _fail(
+                "export_precision",
+                "export_precision must include fp32: the plain formats, which every variant "
+                "is measured against and which are always delivered",
+            )
+        return [name for name in EXPORT_PRECISIONS if name in value]  # one each, fixed order
+
+    @field_validator("export_tolerance")
+    @classmethod
+    def _export_tolerance(cls, value: float) -> float:
+        _check_range("export_tolerance", value, 0, 1)
+        return value
+
     @field_validator("container")
     @classmethod
     def _container(cls, value: str) -> str:
@@ -468,6 +508,21 @@ class StartTrainingRequest(BaseModel):
                 f"architecture '{self.architecture}' is not available for {self.model_type} "
                 f"(allowed: {', '.join(architectures)})",
             )
+        variants = [name for name in self.export_precision if name != "fp32"]
+        if variants and self.model_type == "detection":
+            raise _fail(
+                "export_precision",
+                f"export_precision '{variants[0]}' is for classification only "
+                "(detection exports are float32)",
+            )
+        for precision in variants:
+            if not set(self.export) & set(VARIANT_FORMATS[precision]):
+                raise _fail(
+                    "export_precision",
+                    f"export_precision '{precision}' is made for export format "
+                    f"{' or '.join(VARIANT_FORMATS[precision])}, and export names neither "
+                    f"(got {', '.join(self.export)})",
+                )
         if self.model_type == "detection":
             if self.class_weighting == "balanced":
                 raise _fail(
@@ -574,6 +629,8 @@ class TrainingParams(BaseModel):
     test_fraction: float | None = None
     threshold_precision: float = DEFAULT_THRESHOLD_PRECISION
     leakage: Leakage = DEFAULT_LEAKAGE
+    export_precision: list[str] = Field(default_factory=lambda: list(DEFAULT_EXPORT_PRECISION))
+    export_tolerance: float = DEFAULT_EXPORT_TOLERANCE
 
 
 class DatasetLocation(BaseModel):

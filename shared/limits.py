@@ -33,6 +33,16 @@ DETECTION_EXPORT_FORMATS: tuple[str, ...] = ("onnx", "coreml", "torch")
 # and FPN detectors do not.
 COREML_DETECTION_ARCHITECTURES: tuple[str, ...] = ("ssdlite320_mobilenet_v3_large",)
 DEFAULT_EXPORT: tuple[str, ...] = ("onnx", "coreml")
+# Precision variants of the exports (docs/exports.md "Precision variants"). fp32 is always
+# made: the plain format files, and what every variant is measured against. The others are
+# extra files of the formats that make them (classification only); TorchScript and the lite
+# interpreter stay float32 (torch's dynamic int8 quantizes Linear layers only).
+ExportPrecision = Literal["fp32", "fp16", "int8"]
+EXPORT_PRECISIONS: tuple[str, ...] = get_args(ExportPrecision)
+DEFAULT_EXPORT_PRECISION: tuple[str, ...] = ("fp32",)
+VARIANT_FORMATS: dict[str, tuple[str, ...]] = {"fp16": ("onnx",), "int8": ("onnx",)}
+# A variant more than this below fp32's validation accuracy is not delivered (1 point).
+DEFAULT_EXPORT_TOLERANCE = 0.01
 
 # Training augmentation: a preset, or "auto" (the engine picks what the run can afford;
 # docs/training.md "Recipe"). horizontal_flip=False turns every preset's flips off.

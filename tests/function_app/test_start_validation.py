@@ -40,6 +40,12 @@ ACCEPTED: list[tuple[str, dict[str, Any]]] = [
     ("every export format", {"export": ["onnx", "coreml", "pytorchmobile", "torch"]}),
     ("duplicate exports", {"export": ["onnx", "onnx"]}),
     ("architecture chosen", {"architecture": "resnet18"}),
+    (
+        "every precision, for onnx beside fp32-only formats",
+        {"export_precision": ["int8", "fp32", "fp16", "int8"], "export": ["onnx", "torch"]},
+    ),
+    ("export_tolerance at 0", {"export_precision": ["fp32", "int8"], "export_tolerance": 0}),
+    ("export_tolerance at 1", {"export_tolerance": 1}),
     ("architecture empty means default", {"architecture": ""}),
     ("detection with defaults", {"model_type": "detection"}),
     (
@@ -92,6 +98,33 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("export empty", {"export": []}, "export must name at least one format"),
     ("export unknown", {"export": ["onnx", "gif"]}, "export has unknown format 'gif'"),
     ("export not a list", {"export": "onnx"}, "export must be a list"),
+    (
+        "export_precision without fp32",
+        {"export_precision": ["int8"]},
+        "export_precision must include fp32",
+    ),
+    (
+        "export_precision unknown",
+        {"export_precision": ["fp32", "bf16"]},
+        "export_precision has unknown precision 'bf16' (allowed: fp32, fp16, int8)",
+    ),
+    (
+        "export_precision no requested format makes",
+        {"export_precision": ["fp32", "int8"], "export": ["coreml", "torch"]},
+        "export_precision 'int8' is made for export format onnx, and export names neither "
+        "(got coreml, torch)",
+    ),
+    (
+        "export_precision for a detector",
+        {"model_type": "detection", "export_precision": ["fp32", "fp16"]},
+        "export_precision 'fp16' is for classification only",
+    ),
+    (
+        "export_tolerance above one",
+        {"export_tolerance": 1.5},
+        "export_tolerance must be at least 0 and at most 1 (got 1.5)",
+    ),
+    ("export_tolerance negative", {"export_tolerance": -0.01}, "export_tolerance must be"),
     ("model_type unknown", {"model_type": "segmentation"}, "model_type must be one of"),
     ("model_type missing", {"model_type": DROP}, "model_type is required"),
     (
@@ -182,6 +215,19 @@ def test_invalid_field_is_refused_naming_the_rule(
     answer = response.json()
     assert answer["status"] == "FAILED"
     assert expected in answer["message"]
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "gamma", "export_tolerance"])
+def test_nan_is_refused_by_every_bound(http: httpx.Client, field: str) -> None:
+    """Python's JSON parser reads a bare NaN, and NaN compares false with any bound."""
+    content = json.dumps(start_body(**{field: float("nan")}))  # json.dumps writes NaN
+    assert "NaN" in content
+    response = http.post(
+        "/starttraining/", content=content, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    assert f"{field} must be" in response.json()["message"]
+    assert "(got nan)" in response.json()["message"]
 
 
 @pytest.mark.parametrize(
@@ -275,6 +321,8 @@ def test_defaults_and_duplicate_exports_reach_the_status(http: httpx.Client) -> 
         "test_fraction": None,
         "threshold_precision": 0.9,
         "leakage": "drop",
+        "export_precision": ["fp32"],
+        "export_tolerance": 0.01,
     }
     assert status["epochs"] == 10
 

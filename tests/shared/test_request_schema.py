@@ -77,6 +77,7 @@ def test_every_container_the_schema_allows_is_accepted(value: str) -> None:
         "patience",
         "test_fraction",
         "threshold_precision",
+        "export_tolerance",
     ],
 )
 def test_numeric_bounds_are_the_validators_bounds(field: str) -> None:
