@@ -46,6 +46,7 @@ from shared.contract import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_EXPORT,
+    DEFAULT_EXPORT_TOLERANCE,
     DEFAULT_GAMMA,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_LEAKAGE,
@@ -54,6 +55,7 @@ from shared.contract import (
     DETECTION_ARCHITECTURES,
     DETECTION_EXPORT_FORMATS,
     EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
     LEAKAGES,
     MAX_EPOCHS,
     MAX_GAMMA,
@@ -175,6 +177,20 @@ def cli() -> None:
     f"only for {' or '.join(COREML_DETECTION_ARCHITECTURES)}).",
 )
 @click.option(
+    "--export-precision",
+    "export_precisions",
+    multiple=True,
+    metavar="PRECISION",
+    help=f"Repeatable or comma-separated: {', '.join(EXPORT_PRECISIONS)}; fp32 is always "
+    "made, fp16 and int8 add ONNX files scored on the validation split (docs/exports.md).",
+)
+@click.option(
+    "--export-tolerance",
+    type=float,
+    help=f"Points of validation accuracy a variant may lose to fp32 and still be delivered "
+    f"(default {DEFAULT_EXPORT_TOLERANCE:g}).",
+)
+@click.option(
     "--model-type",
     type=click.Choice(["classification", "detection"]),
     default="classification",
@@ -262,6 +278,8 @@ def train(
     step_size: int | None,
     gamma: float | None,
     exports: tuple[str, ...],
+    export_precisions: tuple[str, ...],
+    export_tolerance: float | None,
     model_type: str,
     architecture: str | None,
     augmentation: str | None,
@@ -315,8 +333,10 @@ def train(
         "horizontal_flip": False if no_flip else None,
         "leakage": leakage,
         "webhook_url": webhook_url,
-        "export": [name.strip() for item in exports for name in item.split(",") if name.strip()]
-        or None,
+        "export": _listed(exports) or None,
+        # fp32 is always made: saying int8 means "int8 too".
+        "export_precision": ["fp32", *_listed(export_precisions)] if export_precisions else None,
+        "export_tolerance": export_tolerance,
     }
     body: dict[str, Any] = {
         "profile_id": profile,
@@ -344,6 +364,11 @@ def train(
                 f"server. Follow it again with: {follow_command}"
             ) from None
         _finish(console, final, out or Path(project))
+
+
+def _listed(options: tuple[str, ...]) -> list[str]:
+    """A repeatable option's values, each of which may be comma-separated."""
+    return [name.strip() for item in options for name in item.split(",") if name.strip()]
 
 
 def _check_before_upload(console: Console, dataset: Path, body: dict[str, Any]) -> None:

@@ -53,9 +53,10 @@ from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import DatasetError, WeightsMissingError
 from worker.engine.loop import StepCheckpoint, fit
-from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult
+from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult, write_json
 from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
 from worker.export.manifest import ClassThresholds
+from worker.export.variants import CALIBRATION_IMAGES as VARIANT_CALIBRATION_IMAGES
 from worker.ingest.fetch import FetchLimits, fetch, open_source
 from worker.ingest.source import IngestError
 from worker.settings import WorkerSettings
@@ -527,12 +528,22 @@ class Job:
         return Outcome.LOST
 
     def _deliver(self, result: TrainResult, root: Path) -> Outcome:
-        formats = self.row.params.export
-        self.advance(State.EXPORTING, f"exporting {', '.join(formats)} and checking each")
+        params = self.row.params
+        formats = params.export
+        variants = [name for name in params.export_precision if name != "fp32"]
+        also = f" (and {', '.join(variants)} ONNX variants)" if variants else ""
+        self.advance(State.EXPORTING, f"exporting {', '.join(formats)}{also} and checking each")
         model, class_names, config = self.task.load_best(
             result.checkpoint_best, self.settings.weights_dir
         )
         images = self.task.export_images(root, config, EXPORT_CHECK_IMAGES)
+        variant_arguments: dict[str, Any] = {}
+        if variants:  # the run's validation split scores them: gathered before it is freed
+            variant_arguments = {
+                "precisions": params.export_precision,
+                "tolerance": params.export_tolerance,
+                "variant_data": self.task.variant_data(VARIANT_CALIBRATION_IMAGES),
+            }
         export_dir = self.out_dir / "export"
         export_dir.mkdir()
         failure = None
@@ -548,9 +559,14 @@ class Job:
                 metrics=report_summary(result),
                 model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
                 class_thresholds=shipped_thresholds(result, self.row.params.threshold_precision),
+                **variant_arguments,
             )
         except ExportFailed as error:
             manifest, failure = error.manifest, str(error)
+        if manifest.precisions is not None:  # metrics.json holds the table too
+            measured = json.loads(result.metrics_path.read_text())
+            measured["export_precisions"] = manifest.precisions.model_dump(mode="json")
+            write_json(result.metrics_path, measured)
         prefix = self.delivery_prefix
         extras = {
             "metrics": (result.metrics_path, "metrics.json"),
@@ -565,6 +581,7 @@ class Job:
         for path, blob in uploads:
             self.upload(path, prefix + blob)
         exports = {fmt: prefix + name for fmt in formats if (name := manifest.model_file(fmt))}
+        exports |= {key: prefix + name for key, name in manifest.variant_files().items()}
         files = {
             "manifest": MANIFEST_FILE,
             "labels": LABELS_FILE,
@@ -597,6 +614,13 @@ class Job:
                 f"{plural(result.test_images, 'held-out image')}"
             )
         notes.append(f"exported {', '.join(formats)}, each checked against the PyTorch model")
+        if manifest.variant_files():
+            notes.append(
+                f"{', '.join(manifest.variant_files())} within {params.export_tolerance:.0%} "
+                "of the float32 validation accuracy"
+            )
+        for key, why in manifest.variants_not_delivered().items():
+            notes.append(f"{key} not delivered: {why}")
         if result.skipped:
             notes.append(f"{plural(result.skipped, self.task.skipped_noun)} skipped")
         if not result.pretrained:

@@ -96,6 +96,13 @@ def test_invalid_parameters_are_refused_with_the_apis_rule(
         "error: export format 'pytorchmobile' cannot carry a detector "
         "(allowed for detection: onnx, coreml, torch)\n"
     )
+    result = cli.run(
+        "train", str(photos), "--project=x", "--export=coreml", "--export-precision=int8"
+    )
+    assert result.stderr == (
+        "error: export_precision 'int8' is made for export format onnx, and export names "
+        "neither (got coreml)\n"
+    )
     assert uploaded(azurite, dataset_container) == []
 
     # The batch-size limit is the server's setting: the API itself refuses it.

@@ -96,6 +96,10 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         "teeth",
         webhook_url=webhook.url,
         export=EVERY_FORMAT,
+        # The gate itself is tested on a model worth gating (tests/worker/export); two
+        # epochs on 7 validation images decide nothing, so every variant is let through.
+        export_precision=["fp32", "fp16", "int8"],
+        export_tolerance=1,
     )
 
     began = time.monotonic()
@@ -176,9 +180,19 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/{row.checkpoints}.pt"
     assert [name for name in names if name.startswith(".resume/")] == [row.checkpoint_blob]
 
-    # Every format is delivered behind a download URL, byte-identical to what the manifest lists.
-    assert set(status["exports"]) == set(EVERY_FORMAT)
+    # Every format (and each ONNX variant) is delivered behind a download URL,
+    # byte-identical to what the manifest lists.
+    assert set(status["exports"]) == {*EVERY_FORMAT, "onnx_fp16", "onnx_int8"}
+    assert "onnx_fp16, onnx_int8 within 100% of the float32" in status["message"]
     manifest = requests.get(status["manifest"], timeout=30).json()
+    table = manifest["precisions"]
+    assert [(r["key"], r["delivered"]) for r in table["rows"]] == [
+        ("onnx", True),
+        ("onnx_fp16", True),
+        ("onnx_int8", True),
+    ]
+    assert table["images"] == report["classes"]["good"]["val"] + report["classes"]["bad"]["val"]
+    assert requests.get(status["files"]["metrics"], timeout=30).json()["export_precisions"] == table
     assert manifest["labels"] == ["bad", "good"]
     assert manifest["image_size"] == 32
     listed = {entry["name"]: entry["sha256"] for entry in manifest["files"]}

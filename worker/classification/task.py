@@ -58,6 +58,7 @@ from worker.engine.task import Evaluation, Poll
 
 if TYPE_CHECKING:
     from worker.export.manifest import Manifest
+    from worker.export.variants import VariantData
 
 CONFUSION_PLOT = "confusion_matrix.png"
 # A best validation accuracy below this many times chance means the model did not learn.
@@ -353,6 +354,19 @@ class ClassificationTask:
         self, checkpoint: Path, weights_dir: Path | None
     ) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:
         return load_best_classifier(checkpoint)
+
+    def variant_data(self, calibration_images: int) -> VariantData:
+        """The validation split's eval views and labels, and up to calibration_images
+        training views spread over every class: the run's own pixels (cache or files)."""
+        from worker.export.variants import VariantData  # the exporters' side; not on the hot path
+
+        calibration = spread(self.train_rows, calibration_images)
+        return VariantData(self._views(self.val_rows), self.val_labels, self._views(calibration))
+
+    def _views(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 eval views of rows, in order, on the CPU."""
+        sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
+        return torch.cat([images.cpu() for images, _ in self.source.batches(rows, sizes)])
 
     def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
         """Up to count readable images, validation ones first, from every class."""

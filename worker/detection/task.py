@@ -297,6 +297,10 @@ class DetectionTask:
     ) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:
         return load_best_detector(checkpoint, weights_dir)
 
+    def variant_data(self, calibration_images: int) -> Any:
+        """Detection exports are float32 only: the contract refuses export_precision."""
+        raise ValueError("detection exports have no precision variants (float32 only)")
+
     def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
         """Up to count readable images, validation ones first."""
         dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)

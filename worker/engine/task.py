@@ -140,3 +140,8 @@ class Task(Protocol):
     def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
         """Up to count dataset images as float (N, 3, S, S) in [0, 1] to check exports on."""
         ...
+
+    def variant_data(self, calibration_images: int) -> Any:
+        """After training: what the exports' precision variants are calibrated and scored on
+        (worker.export.variants.VariantData). Raises ValueError for a task without them."""
+        ...

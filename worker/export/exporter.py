@@ -13,8 +13,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 from torch import nn
 
-from shared.contract import EXPORT_FORMATS
-from worker.export import coreml, executorch, mobile, onnx, torchscript
+from shared.contract import DEFAULT_EXPORT_TOLERANCE, EXPORT_FORMATS, EXPORT_PRECISIONS
+from worker.export import coreml, executorch, mobile, onnx, torchscript, variants
 from worker.export.context import ExportContext, Exported, FileRole
 from worker.export.manifest import (
     Check,
@@ -22,12 +22,14 @@ from worker.export.manifest import (
     ExportedFile,
     FormatResult,
     Manifest,
+    PrecisionTable,
     input_contract,
     library_versions,
     output_contract,
     sha256_of,
     utcnow,
 )
+from worker.export.variants import VariantData
 from worker.export.wrapper import wrap
 
 log = logging.getLogger(__name__)
@@ -111,10 +113,15 @@ def export_all(
     metrics: dict[str, Any],
     model_version: str,
     class_thresholds: ClassThresholds | None = None,
+    precisions: list[str] | None = None,
+    tolerance: float = DEFAULT_EXPORT_TOLERANCE,
+    variant_data: VariantData | None = None,
 ) -> Manifest:
     """Export model in every requested format to out_dir, check each, write the manifest.
 
-    class_thresholds go into the manifest and into every format's metadata.
+    class_thresholds go into the manifest and into every format's metadata. precisions
+    beside fp32 (fp16, int8: ONNX variants) are made from the float32 ONNX file, scored on
+    variant_data and delivered within tolerance of fp32's validation accuracy (variants.py).
 
     model outputs logits for ImageNet-normalised input; every export instead takes RGB in
     [0, 1] and outputs probabilities. Returns the manifest when every format passed; raises
@@ -147,11 +154,24 @@ def export_all(
     )
     if class_thresholds is not None and list(class_thresholds.thresholds) != labels:
         raise ValueError("class_thresholds must name every label, in the labels' order")
+    wanted = [p for p in EXPORT_PRECISIONS if p in (precisions or ["fp32"])]
+    make_variants = None
+    if wanted != ["fp32"]:
+        if "fp32" not in wanted or any(p not in EXPORT_PRECISIONS for p in precisions or []):
+            raise ValueError(f"precisions must include fp32, from {', '.join(EXPORT_PRECISIONS)}")
+        if "onnx" not in formats or variant_data is None:
+            raise ValueError("precision variants are ONNX files: they need onnx and variant_data")
+        data = variant_data
+
+        def make_variants(results: Mapping[str, FormatResult]) -> tuple[PrecisionTable, list[Path]]:
+            return variants.precision_table(ctx, wanted, tolerance, data, results.get("onnx"))
+
     return export_formats(
         ctx,
         formats,
         EXPORTERS,
         metrics,
+        make_variants=make_variants,
         input=input_contract(image_size),
         output=output_contract(len(labels)),
         class_thresholds=class_thresholds,
@@ -164,12 +184,17 @@ def export_formats(
     exporters: Mapping[str, Format[C]],
     metrics: dict[str, Any],
     refused: Mapping[str, str] | None = None,
+    make_variants: (
+        Callable[[Mapping[str, FormatResult]], tuple[PrecisionTable, list[Path]]] | None
+    ) = None,
     **task_fields: Any,
 ) -> Manifest:
-    """Run each requested format (a refused one fails with its reason), write the manifest.
+    """Run each requested format (a refused one fails with its reason), then make_variants
+    from their results, and write the manifest.
 
     task_fields are the manifest's task-specific fields (input, output, task, thresholds).
-    Returns the manifest when every format passed, else raises ExportFailed after writing it.
+    Returns the manifest when every format passed, else raises ExportFailed after writing it;
+    a variant not delivered is no failure (the precision table says why).
     """
     requested = list(dict.fromkeys(formats))
     results: dict[str, FormatResult] = {}
@@ -180,6 +205,11 @@ def export_formats(
             continue
         results[name], delivered = run_format(ctx, name, exporters)
         files += [describe_file(name, path, role) for path, role in delivered]
+    precisions = None
+    if make_variants is not None:
+        precisions, variant_paths = make_variants(results)
+        keys = {row.file: row.key for row in precisions.rows if row.file}
+        files += [describe_file(keys[path.name], path, "model") for path in variant_paths]
     manifest = Manifest(
         model_version=ctx.model_version,
         created_at=utcnow(),
@@ -193,6 +223,7 @@ def export_formats(
         files=files,
         failed=failures(results),
         libraries=library_versions(),
+        precisions=precisions,
         **task_fields,
     )
     manifest.write(ctx.out_dir)

@@ -160,6 +160,40 @@ class ClassThresholds(BaseModel):
     thresholds: dict[str, float | None] = Field(description="label → probability threshold")
 
 
+class PrecisionRow(BaseModel):
+    """One format × precision, measured on the whole validation split."""
+
+    key: str = Field(description="the status `exports` key: onnx, onnx_int8, …")
+    format: str
+    precision: Literal["fp32", "fp16", "int8"]
+    delivered: bool
+    file: str | None = None
+    size_bytes: int | None = None
+    accuracy: float | None = Field(default=None, description="validation accuracy, this file")
+    agreement: float | None = Field(
+        default=None, description="share of validation images whose top-1 is fp32 PyTorch's"
+    )
+    max_abs_diff: float | None = Field(
+        default=None, description="largest |p - p_pytorch_fp32| over the validation images"
+    )
+    latency_ms: float | None = Field(
+        default=None, description="median per image at batch 1, one CPU thread"
+    )
+    seconds: float | None = Field(default=None, description="to make and measure it")
+    reason: str | None = Field(default=None, description="why it was not delivered")
+
+
+class PrecisionTable(BaseModel):
+    """What each precision costs and keeps: the variants' delivery gate and its evidence."""
+
+    images: int = Field(description="validation images every row was scored on")
+    pytorch_fp32_accuracy: float = Field(description="the trained model's, in PyTorch")
+    tolerance: float = Field(description="a variant more than this below fp32 is not delivered")
+    runtime: str = Field(description="what ran the files: library and execution provider")
+    cpu: dict[str, Any] = Field(description="the CPU latencies were measured on")
+    rows: list[PrecisionRow]
+
+
 class Manifest(BaseModel):
     """manifest.json: labels, contract, metrics, and per-format files with their checks."""
 
@@ -185,6 +219,9 @@ class Manifest(BaseModel):
     files: list[ExportedFile]
     failed: dict[str, str] = Field(default_factory=dict, description="format → why")
     libraries: dict[str, str | None]
+    precisions: PrecisionTable | None = Field(
+        default=None, description="when export_precision asked for variants beside fp32"
+    )
 
     @property
     def succeeded(self) -> bool:
@@ -201,6 +238,22 @@ class Manifest(BaseModel):
         if result is None or result.status != "passed" or not result.files:
             return None
         return result.files[0]
+
+    def variant_files(self) -> dict[str, str]:
+        """status `exports` key → file, for every delivered precision variant."""
+        if self.precisions is None:
+            return {}
+        return {
+            row.key: row.file
+            for row in self.precisions.rows
+            if row.delivered and row.precision != "fp32" and row.file
+        }
+
+    def variants_not_delivered(self) -> dict[str, str]:
+        """key → why, for every requested variant that is not delivered."""
+        if self.precisions is None:
+            return {}
+        return {row.key: row.reason or "" for row in self.precisions.rows if not row.delivered}
 
     def write(self, out_dir: Path) -> Path:
         """Write manifest.json and labels.txt into out_dir; returns the manifest's path."""

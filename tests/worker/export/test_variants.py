@@ -1,0 +1,180 @@
+"""ONNX precision variants (worker/export/variants.py) of the tiny trained classifier: made,
+scored on a whole validation split with onnxruntime, and gated on accuracy."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnxruntime
+import pytest
+import torch
+from torch import nn
+
+from tests.worker.export.conftest import (
+    ARCHITECTURE,
+    IMAGE_SIZE,
+    LABELS,
+    METRICS,
+    MODEL_VERSION,
+    colour_images,
+)
+from worker.export import Manifest, export_all
+from worker.export.context import ExportContext
+from worker.export.manifest import FormatResult
+from worker.export.variants import VariantData, gate_reason, precision_table
+from worker.export.wrapper import wrap
+
+
+def views(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 eval views, as the worker's cache holds them, and their labels."""
+    images, labels = colour_images(count, seed)
+    return (images * 255).round().to(torch.uint8), labels
+
+
+def export_variants(
+    classifier: nn.Module,
+    check_images: torch.Tensor,
+    out_dir: Path,
+    calibration: torch.Tensor,
+    tolerance: float,
+) -> Manifest:
+    validation, labels = views(90, seed=2000)
+    return export_all(
+        model=classifier,
+        class_names=LABELS,
+        image_size=IMAGE_SIZE,
+        architecture=ARCHITECTURE,
+        formats=["onnx"],
+        check_images=check_images,
+        out_dir=out_dir,
+        metrics=METRICS,
+        model_version=MODEL_VERSION,
+        precisions=["int8", "fp32", "fp16"],
+        tolerance=tolerance,
+        variant_data=VariantData(validation, labels, calibration),
+    )
+
+
+@pytest.fixture(scope="module")
+def variants(
+    classifier: nn.Module, check_images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Manifest, Path]:
+    out_dir = tmp_path_factory.mktemp("variants")
+    calibration, _ = views(48, seed=3000)
+    # The fixture's classifier is a fitted head on random features with soft probabilities:
+    # int8 moves more of its images across a class boundary than a trained network's
+    # (bench/export_sizes.py measures those); 5 points lets this test be about mechanics.
+    return export_variants(classifier, check_images, out_dir, calibration, 0.05), out_dir
+
+
+def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
+    variants: tuple[Manifest, Path],
+) -> None:
+    manifest, out_dir = variants
+    table = manifest.precisions
+    assert table is not None and table.images == 90 and table.tolerance == 0.05
+    rows = {row.key: row for row in table.rows}
+    assert list(rows) == ["onnx", "onnx_fp16", "onnx_int8"]
+    assert all(row.delivered for row in rows.values()), [r.reason for r in rows.values()]
+    fp32, fp16, int8 = rows["onnx"], rows["onnx_fp16"], rows["onnx_int8"]
+    assert fp32.accuracy == table.pytorch_fp32_accuracy > 0.7  # float32 is PyTorch's
+    assert fp32.agreement == 1.0 and fp32.max_abs_diff is not None and fp32.max_abs_diff < 1e-4
+    assert fp16.size_bytes is not None and fp32.size_bytes is not None
+    assert int8.size_bytes is not None
+    assert fp16.size_bytes < 0.6 * fp32.size_bytes
+    assert int8.size_bytes < 0.4 * fp32.size_bytes
+    # This toy's soft probabilities put many images near a class boundary: int8 agrees on
+    # 89% of them here, 99.1% on a trained MobileNetV3 (docs/exports.md "Precision variants").
+    assert fp16.agreement is not None and fp16.agreement >= 0.98
+    assert int8.agreement is not None and int8.agreement >= 0.85
+    for row in (fp16, int8):
+        assert row.accuracy is not None and row.accuracy >= table.pytorch_fp32_accuracy - 0.05
+        assert row.latency_ms is not None and row.latency_ms > 0
+    assert manifest.variant_files() == {
+        "onnx_fp16": "model_fp16.onnx",
+        "onnx_int8": "model_int8.onnx",
+    }
+    described = {entry.name: entry for entry in manifest.files}
+    assert described["model_int8.onnx"].format == "onnx_int8"
+    assert described["model_int8.onnx"].size_bytes == int8.size_bytes
+    for precision in ("fp16", "int8"):
+        session = onnxruntime.InferenceSession(
+            str(out_dir / f"model_{precision}.onnx"), providers=["CPUExecutionProvider"]
+        )
+        meta = session.get_modelmeta().custom_metadata_map
+        assert meta["precision"] == precision and json.loads(meta["labels"]) == LABELS
+        # Callers change nothing: float32 in, float32 probabilities out.
+        assert [i.type for i in session.get_inputs()] == ["tensor(float)"]
+        assert [o.type for o in session.get_outputs()] == ["tensor(float)"]
+    assert manifest.variants_not_delivered() == {}
+    saved = json.loads((out_dir / "manifest.json").read_text())
+    assert saved["precisions"]["rows"][2]["key"] == "onnx_int8"
+    assert "int8_instructions" in saved["precisions"]["cpu"]
+
+
+def test_a_variant_beyond_the_tolerance_is_not_delivered(
+    classifier: nn.Module,
+    check_images: torch.Tensor,
+    variants: tuple[Manifest, Path],
+    tmp_path: Path,
+) -> None:
+    """int8 calibrated on black pictures: every activation range is wrong, the accuracy
+    collapses, and the file is not delivered (made from the float32 file exported above)."""
+    shutil.copy(variants[1] / "model.onnx", tmp_path / "model.onnx")
+    wrapper = wrap(classifier)
+    with torch.no_grad():
+        reference = wrapper(check_images)
+    ctx = ExportContext(
+        wrapper, LABELS, IMAGE_SIZE, ARCHITECTURE, MODEL_VERSION, check_images, reference, tmp_path
+    )
+    validation, labels = views(90, seed=2000)
+    black = torch.zeros(8, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
+    passed = FormatResult(format="onnx", status="passed", files=["model.onnx"])
+    table, delivered = precision_table(
+        ctx, ["fp32", "int8"], 0.01, VariantData(validation, labels, black), passed
+    )
+    assert [row.key for row in table.rows] == ["onnx", "onnx_int8"]
+    int8 = table.rows[1]
+    assert not int8.delivered and int8.file is None and delivered == []
+    assert int8.reason is not None and int8.reason.startswith("validation accuracy ")
+    assert "export_tolerance 1 points" in int8.reason
+    assert not (tmp_path / "model_int8.onnx").exists()
+    # Without its float32 file a variant is not made, and says why.
+    failed = FormatResult(format="onnx", status="failed", error="export failed: …")
+    table, delivered = precision_table(
+        ctx, ["fp32", "fp16"], 0.01, VariantData(validation, labels, black), failed
+    )
+    assert [(row.key, row.reason) for row in table.rows] == [
+        ("onnx_fp16", "the float32 ONNX export it is made from failed")
+    ]
+
+
+def test_the_gate_allows_the_tolerance_and_names_the_drop() -> None:
+    assert gate_reason(0.9, 0.89, 0.01) is None  # exactly the tolerance
+    assert gate_reason(0.9, 0.95, 0.0) is None
+    assert gate_reason(0.9, 0.85, 0.01) == (
+        "validation accuracy 85.0% is 5.0 points below fp32's 90.0% (export_tolerance 1 points)"
+    )
+
+
+def test_variants_need_the_onnx_format_and_the_validation_split(
+    classifier: nn.Module, check_images: torch.Tensor, tmp_path: Path
+) -> None:
+    arguments = {
+        "model": classifier,
+        "class_names": LABELS,
+        "image_size": IMAGE_SIZE,
+        "architecture": ARCHITECTURE,
+        "check_images": check_images,
+        "out_dir": tmp_path,
+        "metrics": METRICS,
+        "model_version": MODEL_VERSION,
+    }
+    with pytest.raises(ValueError, match="they need onnx and variant_data"):
+        export_all(formats=["torch"], precisions=["fp32", "int8"], **arguments)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="they need onnx and variant_data"):
+        export_all(formats=["onnx"], precisions=["fp32", "fp16"], **arguments)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="precisions must include fp32"):
+        export_all(formats=["onnx"], precisions=["int8"], **arguments)  # type: ignore[arg-type]

@@ -1,0 +1,293 @@
+"""Precision variants of the ONNX export: fp16 and int8 files beside the float32 one.
+
+Each variant is made from the checked float32 `model.onnx`, keeps its input and output
+(float32 RGB in [0, 1] in, probabilities out: callers change nothing) and its metadata, and
+is scored on the whole validation split: accuracy, top-1 agreement with the float32 PyTorch
+model, the largest probability difference, file size and latency at batch 1. A variant more
+than the tolerance below the PyTorch model's validation accuracy is not delivered; the
+table says why. int8 is onnxruntime's static quantization (QDQ, per-channel weights, MinMax
+ranges from up to 256 training images); fp16 is onnxruntime's float16 converter (weights and
+arithmetic in float16, the graph's inputs and outputs kept float32).
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from worker.export import onnx as onnx_format
+from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
+from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
+
+if TYPE_CHECKING:
+    import onnxruntime
+
+VARIANT_FILES = {"fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
+CALIBRATION_IMAGES = 256  # onnxruntime's MinMax ranges settle well before this
+SCORE_BATCH = 64
+LATENCY_WARMUP, LATENCY_RUNS = 3, 20
+MAX_REASON_CHARS = 300
+# CPU features that decide int8 speed: VNNI (and AMX) do int8 dot products in one instruction.
+INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
+@dataclass(frozen=True)
+class VariantData:
+    """What the variants are calibrated and scored on: the run's own eval views."""
+
+    validation: torch.Tensor  # uint8 N×3×S×S, the validation split
+    labels: torch.Tensor  # int64 N
+    calibration: torch.Tensor  # uint8 M×3×S×S, M ≤ CALIBRATION_IMAGES training images
+
+
+def variant_key(format_name: str, precision: str) -> str:
+    """The status `exports` key: the plain format name stays float32."""
+    return format_name if precision == "fp32" else f"{format_name}_{precision}"
+
+
+def gate_reason(fp32_accuracy: float, accuracy: float, tolerance: float) -> str | None:
+    """Why a variant with this validation accuracy is not delivered, or None when it is."""
+    drop = fp32_accuracy - accuracy
+    if drop <= tolerance + 1e-9:  # a tie at the tolerance is within it
+        return None
+    return (
+        f"validation accuracy {accuracy:.1%} is {drop * 100:.1f} points below fp32's "
+        f"{fp32_accuracy:.1%} (export_tolerance {tolerance * 100:g} points)"
+    )
+
+
+def precision_table(
+    ctx: ExportContext,
+    precisions: list[str],
+    tolerance: float,
+    data: VariantData,
+    onnx_result: FormatResult | None,
+) -> tuple[PrecisionTable, list[Path]]:
+    """Make, measure and gate each requested ONNX variant; the table (the float32 ONNX
+    row first) and the variant files to deliver."""
+    import onnxruntime
+
+    reference = _pytorch_probabilities(ctx, data.validation)
+    labels = data.labels.numpy()
+    fp32_accuracy = float((reference.argmax(1) == labels).mean())
+    fp32_path = ctx.out_dir / onnx_format.FILE_NAME
+    rows: list[PrecisionRow] = []
+    delivered: list[Path] = []
+    base_ok = onnx_result is not None and onnx_result.status == "passed"
+    if base_ok:
+        rows.append(_measured("fp32", fp32_path, data, reference, labels, started=None))
+    for precision in (p for p in precisions if p != "fp32"):
+        if not base_ok:
+            rows.append(_not_made(precision, "the float32 ONNX export it is made from failed"))
+            continue
+        started = time.perf_counter()
+        path = ctx.out_dir / VARIANT_FILES[precision]
+        try:
+            MAKERS[precision](ctx, fp32_path, path, data.calibration)
+            row = _measured(precision, path, data, reference, labels, started)
+            problems = _file_problems(ctx, path, precision)
+        except Exception as error:  # the exporters' libraries raise anything
+            path.unlink(missing_ok=True)
+            first = (str(error).splitlines() or [""])[0][:MAX_REASON_CHARS]
+            rows.append(_not_made(precision, f"could not be made: {type(error).__name__}: {first}"))
+            continue
+        assert row.accuracy is not None
+        reason = "; ".join(problems) or gate_reason(fp32_accuracy, row.accuracy, tolerance)
+        if reason:
+            path.unlink()
+            row = row.model_copy(update={"delivered": False, "file": None, "reason": reason})
+        else:
+            delivered.append(path)
+        rows.append(row)
+    table = PrecisionTable(
+        images=len(labels),
+        pytorch_fp32_accuracy=fp32_accuracy,
+        tolerance=tolerance,
+        runtime=f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+        cpu=cpu_description(),
+        rows=rows,
+    )
+    return table, delivered
+
+
+def _not_made(precision: str, why: str) -> PrecisionRow:
+    return PrecisionRow(
+        key=variant_key("onnx", precision),
+        format="onnx",
+        precision=precision,
+        delivered=False,
+        reason=why,
+    )
+
+
+def make_fp16(ctx: ExportContext, source: Path, target: Path, _: torch.Tensor) -> None:
+    """float16 weights and arithmetic; the graph's input and output stay float32."""
+    import onnx
+    from onnxruntime.transformers import float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    # The converter appends the casts of the kept float32 input after the nodes that read
+    # them; onnx's checker (and some runtimes) want nodes in topological order.
+    OnnxModel.graph_topological_sort(model.graph, is_deterministic=True)
+    _save(ctx, model, target, "fp16")
+
+
+def make_int8(ctx: ExportContext, source: Path, target: Path, calibration: torch.Tensor) -> None:
+    """Static QDQ quantization: int8 weights per output channel, uint8 activations whose
+    ranges come from the calibration images."""
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = _float_batches(calibration, 1)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {INPUT_NAME: batch}
+
+    prepared = target.with_suffix(".prepared.onnx")
+    try:
+        # Shape inference and graph folding first, as onnxruntime's guide asks.
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(target),
+            Images(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+    _save(ctx, onnx.load(str(target)), target, "int8")
+
+
+MAKERS = {"fp16": make_fp16, "int8": make_int8}
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU model and its int8-relevant instruction sets (from /proc/cpuinfo on Linux)."""
+    described: dict[str, Any] = {"machine": platform.machine(), "model": platform.processor()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return described
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line and line.strip())
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    described["model"] = fields.get("model name") or described["model"]
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    described["int8_instructions"] = [flag for flag in INT8_CPU_FLAGS if flag in flags]
+    return described
+
+
+def _save(ctx: ExportContext, model: Any, target: Path, precision: str) -> None:
+    """The variant with the float32 file's self-description plus its precision, in one file."""
+    import onnx
+
+    model.producer_name = PRODUCER
+    model.doc_string = f"{ctx.architecture} classifier, {ctx.model_version}, {precision}"
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**ctx.string_metadata(), "precision": precision})
+    onnx.save_model(model, str(target), save_as_external_data=False)
+
+
+def _file_problems(ctx: ExportContext, path: Path, precision: str) -> list[str]:
+    """What the float32 file must be (one file, its metadata, a recent opset), and a float32
+    input and output: a caller swaps the file and changes nothing."""
+    import onnx
+
+    model, _, problems = onnx_format.open_checked(path, ctx.labels)
+    metadata = {**ctx.string_metadata(), "precision": precision}
+    problems += onnx_format.file_problems(model, metadata, onnx_format.MIN_OPSET)
+    float32 = onnx.TensorProto.FLOAT
+    for value in (*model.graph.input, *model.graph.output):
+        if value.type.tensor_type.elem_type != float32:
+            problems.append(f"{value.name} is not float32")
+    return problems
+
+
+def _measured(
+    precision: str,
+    path: Path,
+    data: VariantData,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    started: float | None,
+) -> PrecisionRow:
+    """Score one ONNX file on the validation split and time it at batch 1."""
+    session = _session(path)
+    probabilities = np.concatenate(
+        [_run(session, batch) for batch in _float_batches(data.validation, SCORE_BATCH)]
+    )
+    top1 = probabilities.argmax(1)
+    return PrecisionRow(
+        key=variant_key("onnx", precision),
+        format="onnx",
+        precision=precision,
+        delivered=True,
+        file=path.name,
+        size_bytes=path.stat().st_size,
+        accuracy=float((top1 == labels).mean()),
+        agreement=float((top1 == reference.argmax(1)).mean()),
+        max_abs_diff=float(np.abs(probabilities.astype(np.float64) - reference).max()),
+        latency_ms=_latency_ms(path, data.validation[:1]),
+        seconds=None if started is None else round(time.perf_counter() - started, 3),
+    )
+
+
+def _latency_ms(path: Path, image: torch.Tensor) -> float:
+    """Median milliseconds of one image through the file on one CPU thread (a phone's
+    inference thread, and steady on a shared machine)."""
+    session = _session(path, threads=1)
+    batch = next(_float_batches(image, 1))
+    for _ in range(LATENCY_WARMUP):
+        _run(session, batch)
+    times = []
+    for _ in range(LATENCY_RUNS):
+        started = time.perf_counter()
+        _run(session, batch)
+        times.append(time.perf_counter() - started)
+    return round(statistics.median(times) * 1000, 3)
+
+
+def _session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads  # 0: onnxruntime's default
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: onnxruntime.InferenceSession, batch: np.ndarray) -> np.ndarray:
+    (probabilities,) = session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    return np.asarray(probabilities)
+
+
+def _float_batches(images: torch.Tensor, size: int) -> Iterator[np.ndarray]:
+    """uint8 views as the float32 [0, 1] batches every export takes."""
+    for batch in images.split(size):
+        yield (batch.float() / 255).numpy()
+
+
+def _pytorch_probabilities(ctx: ExportContext, images: torch.Tensor) -> np.ndarray:
+    """The float32 PyTorch model's probabilities on the validation split (float64)."""
+    with torch.no_grad():
+        parts = [ctx.wrapper(torch.from_numpy(b)) for b in _float_batches(images, SCORE_BATCH)]
+    return torch.cat(parts).double().numpy()
