@@ -79,6 +79,10 @@ def decoding_description() -> dict[str, object]:
         "transparent_background": list(TRANSPARENT_BACKGROUND),
         "high_bit_depth": "scaled to 8 bits by 255 / (2^b - 1), b the smallest of 8, 10, 12, "
         "14, 16 bits that holds the image's maximum",
+        # Pillow's draft(): several times faster for a phone photo, and not what an app's
+        # full decode gives pixel for pixel (the raw-file check measures the difference).
+        "jpeg_reduced_decode": "a JPEG decodes at the smallest libjpeg DCT scale (1, 1/2, "
+        "1/4 or 1/8) that keeps both sides at least the resize target, then resizes",
     }
 
 

@@ -537,9 +537,13 @@ class Job:
             result.checkpoint_best, self.settings.weights_dir
         )
         images = self.task.export_images(root, config, EXPORT_CHECK_IMAGES)
-        variant_arguments: dict[str, Any] = {}
-        if variants:  # the run's validation split scores them: gathered before it is freed
-            variant_arguments = {
+        # Only what the task's exporter takes: the stored files (a raw-file check), variants.
+        export_arguments: dict[str, Any] = {}
+        check_files = self.task.check_files(root, config, EXPORT_CHECK_IMAGES)
+        if check_files:
+            export_arguments["check_files"] = check_files
+        if variants:  # scored on the run's own validation split
+            export_arguments |= {
                 "precisions": params.export_precision,
                 "tolerance": params.export_tolerance,
                 "variant_data": self.task.variant_data(VARIANT_CALIBRATION_IMAGES),
@@ -559,7 +563,7 @@ class Job:
                 metrics=report_summary(result),
                 model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
                 class_thresholds=shipped_thresholds(result, self.row.params.threshold_precision),
-                **variant_arguments,
+                **export_arguments,
             )
         except ExportFailed as error:
             manifest, failure = error.manifest, str(error)

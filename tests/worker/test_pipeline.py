@@ -201,6 +201,11 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         content = requests.get(url, timeout=30).content
         assert hashlib.sha256(content).hexdigest() == listed[name], name
     assert all(result["status"] == "passed" for result in manifest["formats"].values())
+    # Each runnable format also ran the stored files through host_preprocessing.
+    for name in ("onnx", "pytorchmobile", "torch", "executorch"):
+        check = manifest["formats"][name]["check"]
+        raw = check["details"]["raw_files"]
+        assert raw["passed"] and raw["images"] == check["images"], (name, raw["summary"])
     assert requests.get(status["files"]["labels"], timeout=30).text == "bad\ngood\n"
     # Per-class decision thresholds: in the manifest and inside the ONNX file, read back by
     # onnxruntime as an app would (the same JSON in both).

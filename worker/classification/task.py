@@ -370,10 +370,20 @@ class ClassificationTask:
 
     def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
         """Up to count readable images, validation ones first, from every class."""
+        return self._export_views(dataset_dir, config, count)[0]
+
+    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
+        """The stored files export_images decodes, for the exports' raw-file check."""
+        return self._export_views(dataset_dir, config, count)[1]
+
+    def _export_views(
+        self, dataset_dir: Path, config: TrainConfig, count: int
+    ) -> tuple[torch.Tensor, list[Path]]:
         layout = self.layout(dataset_dir)
         files = sorted(layout.files, key=lambda image: (image.split != "val", image.row))
         per_class = max(1, count // len(layout.class_names))
         chosen: list[torch.Tensor] = []
+        paths: list[Path] = []
         taken: dict[int, int] = {}
         for image in files:
             if taken.get(image.label, 0) >= per_class:
@@ -382,8 +392,9 @@ class ClassificationTask:
                 chosen.append(decode_image(image.path, config.image_size))
             except (OSError, ValueError, Image.DecompressionBombError):
                 continue  # unreadable: training skipped it too
+            paths.append(image.path)
             taken[image.label] = taken.get(image.label, 0) + 1
-        return torch.stack(chosen).float() / 255
+        return torch.stack(chosen).float() / 255, paths
 
 
 def load_best_classifier(checkpoint_path: Path) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:

@@ -297,6 +297,11 @@ class DetectionTask:
     ) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:
         return load_best_detector(checkpoint, weights_dir)
 
+    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
+        """None to check: the detection exporter has no raw-file check yet (a detector's
+        host steps, decode and stretch, are training's own code)."""
+        return []
+
     def variant_data(self, calibration_images: int) -> Any:
         """Detection exports are float32 only: the contract refuses export_precision."""
         raise ValueError("detection exports have no precision variants (float32 only)")

@@ -141,6 +141,11 @@ class Task(Protocol):
         """Up to count dataset images as float (N, 3, S, S) in [0, 1] to check exports on."""
         ...
 
+    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
+        """The stored files export_images decodes, for the exporter's raw-file check (through
+        host_preprocessing); empty for a task whose exporter has none."""
+        ...
+
     def variant_data(self, calibration_images: int) -> Any:
         """After training: what the exports' precision variants are calibrated and scored on
         (worker.export.variants.VariantData). Raises ValueError for a task without them."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from worker.export.manifest import Check, Tolerance
+
+if TYPE_CHECKING:
+    from worker.export.context import ExportContext
 
 # Every runnable format is float32 end to end, so the only differences come from kernel order
 # and fusion (observed: 0 for TorchScript, up to 2.3e-5 for onnxruntime and XNNPACK); 1e-4
@@ -16,6 +21,10 @@ PROBABILITY_ATOL = 1e-4
 # Top-1 must agree on every image, except where the reference's two best classes are so close
 # that the allowed probability error could swap them: a flip there is not a real difference.
 TIE_MARGIN = 2 * PROBABILITY_ATOL
+# The raw-file check's candidate resizes with torchvision where training resizes with
+# Pillow: at most one level apart on about 0.1% of pixels, which moves probabilities by
+# ~1e-4. A changed step (nearest for bilinear, no EXIF rotation) moves them by far more.
+RAW_FILE_ATOL = 1e-3
 TOP1_RULE = (
     "100% agreement, except images whose reference top-2 probabilities differ by ≤ "
     f"{TIE_MARGIN:g} (a tie within tolerance)"
@@ -76,6 +85,44 @@ def parity(
         tolerance=tolerance(atol),
         details={"top1_flips_on_ties": int((~agree & ties).sum()), **(details or {})},
     )
+
+
+def raw_file_check(
+    ctx: ExportContext, run: Callable[[np.ndarray], Any], method: str
+) -> Check | None:
+    """The stored check files through host_preprocessing (as the manifest describes it) into
+    an export, run(batch of one) → probabilities, against the worker's training decode into
+    the PyTorch model; None when the run has no stored files to check."""
+    if not ctx.check_files:
+        return None
+    from worker.classification.preprocessing import decode_image
+    from worker.export.host_preprocessing import HostSteps, host_input
+    from worker.export.manifest import input_contract
+
+    if "raw_file_reference" not in ctx.cache:  # the same for every format: computed once
+        views = [decode_image(path, ctx.image_size) for path in ctx.check_files]
+        with torch.no_grad():
+            ctx.cache["raw_file_reference"] = ctx.wrapper(torch.stack(views).float() / 255)
+    steps = HostSteps.described(input_contract(ctx.image_size).host_preprocessing)
+    candidate = [np.asarray(run(host_input(path, steps))) for path in ctx.check_files]
+    return parity(
+        f"{method}, fed the stored files through host_preprocessing",
+        ctx.cache["raw_file_reference"],
+        np.concatenate(candidate),
+        atol=RAW_FILE_ATOL,
+        details={"files": len(ctx.check_files), "host_steps": asdict(steps)},
+    )
+
+
+def with_raw_files(check: Check, raw: Check | None) -> Check:
+    """The format's check with its raw-file check in details (and failed with it)."""
+    if raw is None:
+        return check
+    details = {**check.details, "raw_files": raw.model_dump(mode="json")}
+    if raw.passed:
+        return check.model_copy(update={"details": details})
+    summary = f"stored files through host_preprocessing: {raw.summary}; {check.summary}"
+    return check.model_copy(update={"passed": False, "summary": summary, "details": details})
 
 
 def spec_check(method: str, problems: list[str], details: dict[str, Any]) -> Check:

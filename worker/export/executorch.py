@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from worker.export.checks import parity, with_problems
+from worker.export.checks import parity, raw_file_check, with_problems, with_raw_files
 from worker.export.context import ExportContext, Exported
 from worker.export.manifest import Check
 
@@ -63,6 +63,11 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
         torch.cat(outputs),
         details={"batch": 1, "registered_backends": registered},
     )
+    raw = raw_file_check(
+        ctx,
+        lambda batch: method.execute([torch.from_numpy(batch).contiguous()])[0],
+        "executorch runtime (pybindings)",
+    )
     # The delegate's id is stored in the program's delegate table: the shipped file uses it.
     problems = []
     if DELEGATE.encode() not in exported.model_path.read_bytes():
@@ -73,7 +78,7 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
             problems.append(f"the program has no '{key}' method")
         elif program.load_method(key).execute([]) != [value]:
             problems.append(f"the program's '{key}' method returns another value")
-    return with_problems(result, problems)
+    return with_raw_files(with_problems(result, problems), raw)
 
 
 def _non_delegated(delegation: Any) -> dict[str, int]:

@@ -116,12 +116,15 @@ def export_all(
     precisions: list[str] | None = None,
     tolerance: float = DEFAULT_EXPORT_TOLERANCE,
     variant_data: VariantData | None = None,
+    check_files: list[Path] | None = None,
 ) -> Manifest:
     """Export model in every requested format to out_dir, check each, write the manifest.
 
     class_thresholds go into the manifest and into every format's metadata. precisions
     beside fp32 (fp16, int8: ONNX variants) are made from the float32 ONNX file, scored on
     variant_data and delivered within tolerance of fp32's validation accuracy (variants.py).
+    check_files, the stored files check_images were decoded from, are also fed through
+    host_preprocessing into each runnable format (the raw-file check).
 
     model outputs logits for ImageNet-normalised input; every export instead takes RGB in
     [0, 1] and outputs probabilities. Returns the manifest when every format passed; raises
@@ -151,6 +154,7 @@ def export_all(
         reference=reference,
         out_dir=out_dir,
         class_thresholds=class_thresholds,
+        check_files=list(check_files or []),
     )
     if class_thresholds is not None and list(class_thresholds.thresholds) != labels:
         raise ValueError("class_thresholds must name every label, in the labels' order")

@@ -9,7 +9,7 @@ from torch.jit.mobile import _load_for_lite_interpreter
 from torch.utils.mobile_optimizer import optimize_for_mobile
 
 from worker.export import torchscript
-from worker.export.checks import parity, with_problems
+from worker.export.checks import parity, raw_file_check, with_problems, with_raw_files
 from worker.export.context import ExportContext, Exported
 from worker.export.manifest import Check
 
@@ -54,7 +54,9 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
         module = _load_for_lite_interpreter(str(path))
     with torch.no_grad():
         probabilities = module(ctx.check_images)
-    result = parity("torch.jit.mobile lite interpreter", ctx.reference, probabilities)
+    method = "torch.jit.mobile lite interpreter"
+    result = parity(method, ctx.reference, probabilities)
+    raw = raw_file_check(ctx, lambda batch: torchscript.run_module(module, batch), method)
     # The lite loader cannot return extra files; the archive is a zip, so read them there.
     with zipfile.ZipFile(path) as archive:
         names = [n for n in archive.namelist() if n.endswith(f"/extra/{torchscript.EXTRA_LABELS}")]
@@ -62,4 +64,4 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     problems = []
     if labels != ctx.labels:
         problems.append(f"{torchscript.EXTRA_LABELS} inside {path.name} does not list the labels")
-    return with_problems(result, problems)
+    return with_raw_files(with_problems(result, problems), raw)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from worker.export.checks import parity, with_problems
+from worker.export.checks import parity, raw_file_check, with_problems, with_raw_files
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext, Exported
 from worker.export.manifest import Check
 
@@ -73,13 +73,17 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     (probabilities,) = session.run(
         [OUTPUT_NAME], {INPUT_NAME: ctx.check_images.numpy().astype(np.float32)}
     )
+    method = f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
     result = parity(
-        f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+        method,
         ctx.reference,
         probabilities,
         details={"opset": opset_of(model), "metadata_keys": sorted(custom)},
     )
-    return with_problems(result, problems)
+    raw = raw_file_check(
+        ctx, lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0], method
+    )
+    return with_raw_files(with_problems(result, problems), raw)
 
 
 def open_checked(

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from worker.export.checks import parity, with_problems
+from worker.export.checks import parity, raw_file_check, with_problems, with_raw_files
 from worker.export.context import ExportContext, Exported
 from worker.export.manifest import Check
 
@@ -102,7 +102,14 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     problems = archive_problems(
         path, extra, ctx.labels, state_path, ctx.wrapper.classifier.state_dict()
     )
-    return with_problems(result, problems)
+    raw = raw_file_check(ctx, lambda batch: run_module(module, batch), "torch.jit.load")
+    return with_raw_files(with_problems(result, problems), raw)
+
+
+def run_module(module: Any, batch: Any) -> torch.Tensor:
+    """A scripted module's output for a numpy batch (the raw-file check's runner)."""
+    with torch.no_grad():
+        return module(torch.from_numpy(batch))
 
 
 def archive_problems(
