@@ -187,8 +187,8 @@ def cli() -> None:
 @click.option(
     "--export-tolerance",
     type=float,
-    help=f"Points of validation accuracy a variant may lose to fp32 and still be delivered "
-    f"(default {DEFAULT_EXPORT_TOLERANCE:g}).",
+    help="Validation accuracy a variant may lose to fp32 and still be delivered, as a "
+    f"fraction: 0.01 is one point (default {DEFAULT_EXPORT_TOLERANCE:g}).",
 )
 @click.option(
     "--model-type",

@@ -700,7 +700,9 @@ class TrainingRow(BaseModel):
     # The batch size the GPU ran out of memory at: the job then restarted once at half of
     # it (params.batch_size), and a second out-of-memory error fails it.
     out_of_memory_batch_size: int | None = None
-    exports: dict[str, str] = Field(default_factory=dict, description="format → blob name")
+    exports: dict[str, str] = Field(
+        default_factory=dict, description="format (or variant: onnx_int8, …) → blob name"
+    )
     files: dict[str, str] = Field(
         default_factory=dict, description="manifest, labels, metrics, plots → blob name"
     )
@@ -788,7 +790,9 @@ class StatusResponse(BaseModel):
     created: datetime
     parameters: TrainingParams
     exports: dict[str, str] = Field(
-        default_factory=dict, description="format → download URL (expires; ask again for fresh)"
+        default_factory=dict,
+        description="format (or precision variant: onnx_fp16, onnx_int8) → download URL "
+        "(expires; ask again for fresh)",
     )
     manifest: str | None = Field(default=None, description="download URL of manifest.json")
     dataset_report: str | None = Field(

@@ -48,7 +48,7 @@ from shared.storage.artifacts import (
 from shared.storage.jobs import JobsTable, TrainingNotFound
 from worker.claim import job_key
 from worker.classification.task import plural
-from worker.engine.checkpoint import CheckpointMismatch
+from worker.engine.checkpoint import ClassesChanged
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import DatasetError, WeightsMissingError
@@ -57,6 +57,7 @@ from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult, wri
 from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
 from worker.export.manifest import ClassThresholds
 from worker.export.variants import CALIBRATION_IMAGES as VARIANT_CALIBRATION_IMAGES
+from worker.export.variants import points
 from worker.ingest.fetch import FetchLimits, fetch, open_source
 from worker.ingest.source import IngestError
 from worker.settings import WorkerSettings
@@ -227,7 +228,7 @@ class Job:
         ) as error:
             text = self.redact(str(error)).replace(str(workspace / "data"), "dataset")
             return self.finish(State.FAILED, text)
-        except CheckpointMismatch as error:  # classes changed while it waited: no retry helps
+        except ClassesChanged as error:  # changed while it waited to resume: no retry helps
             return self.finish(
                 State.FAILED,
                 f"cannot resume after epoch {self.row.current_epoch}: {error}; delete the "
@@ -546,7 +547,7 @@ class Job:
             export_arguments |= {
                 "precisions": params.export_precision,
                 "tolerance": params.export_tolerance,
-                "variant_data": self.task.variant_data(VARIANT_CALIBRATION_IMAGES),
+                "variant_data": lambda: self.task.variant_data(VARIANT_CALIBRATION_IMAGES),
             }
         export_dir = self.out_dir / "export"
         export_dir.mkdir()
@@ -620,8 +621,8 @@ class Job:
         notes.append(f"exported {', '.join(formats)}, each checked against the PyTorch model")
         if manifest.variant_files():
             notes.append(
-                f"{', '.join(manifest.variant_files())} within {params.export_tolerance:.0%} "
-                "of the float32 validation accuracy"
+                f"{', '.join(manifest.variant_files())} within "
+                f"{points(params.export_tolerance)} of the float32 validation accuracy"
             )
         for key, why in manifest.variants_not_delivered().items():
             notes.append(f"{key} not delivered: {why}")

@@ -22,7 +22,6 @@ from shared.storage.workers import WorkersTable
 from tests.worker.conftest import upload_azure, wait_for, worker_environment
 from tests.worker.test_failures import eventually
 from tests.worker.test_pipeline import azure_request
-from worker.job import halved_batch_size
 
 
 @pytest.mark.parametrize(
@@ -139,19 +138,3 @@ def test_out_of_gpu_memory_restarts_once_at_half_the_batch_size_then_fails_namin
             "the GPU ran out of memory at batch_size 4 and image_size 32 (after a restart at "
             "half of batch_size 8); try a smaller batch_size or image_size"
         )
-
-
-@pytest.mark.parametrize(
-    ("batch_size", "task", "half"),
-    [
-        (36, "classification", 18),
-        (3, "classification", 1),
-        (1, "classification", None),  # nothing smaller to try
-        (5, "detection", 2),
-        (3, "detection", None),  # a detector's batch norm needs two images
-    ],
-)
-def test_the_restart_batch_is_half_and_never_below_the_tasks_smallest(
-    batch_size: int, task: str, half: int | None
-) -> None:
-    assert halved_batch_size(batch_size, task) == half

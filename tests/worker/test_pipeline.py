@@ -183,7 +183,7 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     # Every format (and each ONNX variant) is delivered behind a download URL,
     # byte-identical to what the manifest lists.
     assert set(status["exports"]) == {*EVERY_FORMAT, "onnx_fp16", "onnx_int8"}
-    assert "onnx_fp16, onnx_int8 within 100% of the float32" in status["message"]
+    assert "onnx_fp16, onnx_int8 within 100 points of the float32" in status["message"]
     manifest = requests.get(status["manifest"], timeout=30).json()
     table = manifest["precisions"]
     assert [(r["key"], r["delivered"]) for r in table["rows"]] == [

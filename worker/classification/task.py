@@ -356,12 +356,19 @@ class ClassificationTask:
         return load_best_classifier(checkpoint)
 
     def variant_data(self, calibration_images: int) -> VariantData:
-        """The validation split's eval views and labels, and up to calibration_images
-        training views spread over every class: the run's own pixels (cache or files)."""
-        from worker.export.variants import VariantData  # the exporters' side; not on the hot path
+        """The validation split's eval views and labels (at most MAX_SCORED_IMAGES, spread
+        over every class) and up to calibration_images training views spread likewise: the
+        run's own pixels (cache or files)."""
+        # The exporters' side, not the training hot path: imported on use.
+        from worker.export.variants import MAX_SCORED_IMAGES, VariantData
 
+        scored = spread(torch.arange(len(self.val_rows)), MAX_SCORED_IMAGES)
         calibration = spread(self.train_rows, calibration_images)
-        return VariantData(self._views(self.val_rows), self.val_labels, self._views(calibration))
+        return VariantData(
+            self._views(self.val_rows[scored]),
+            self.val_labels[scored],
+            self._views(calibration),
+        )
 
     def _views(self, rows: torch.Tensor) -> torch.Tensor:
         """uint8 eval views of rows, in order, on the CPU."""

@@ -47,8 +47,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-class CheckpointMismatch(ValueError):
-    """A checkpoint another run wrote (other parameters), or over other classes."""
+class ClassesChanged(ValueError):
+    """The checkpoint was trained on other classes than the dataset has: another model."""
 
 
 def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -64,9 +64,7 @@ def load_resumable(path: Path, config: TrainConfig) -> dict[str, Any]:
         and (name in payload["config"] or name not in RECIPE_FIELDS)
     ]
     if changed:
-        raise CheckpointMismatch(
-            f"resume_from '{path}' is a different run; changed: {', '.join(changed)}"
-        )
+        raise ValueError(f"resume_from '{path}' is a different run; changed: {', '.join(changed)}")
     return payload
 
 

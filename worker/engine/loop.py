@@ -20,7 +20,7 @@ from torch.optim import SGD
 from torch.optim.lr_scheduler import StepLR
 
 from worker.engine.checkpoint import (
-    CheckpointMismatch,
+    ClassesChanged,
     capture_rng,
     cpu_state,
     load_resumable,
@@ -172,6 +172,7 @@ def start(
     compute = prepare_compute(config.device, config.precision, task.autocasts)
     device = compute.device
     out_dir.mkdir(parents=True, exist_ok=True)
+    requested = config
     resumed = load_resumable(resume_from, config) if resume_from else None
     if resumed:
         config = config.as_resumed(resumed["config"])
@@ -182,13 +183,14 @@ def start(
     # added or removed, or the check grouping duplicates differently) are the same model
     # trained over other images: its epochs cannot continue, epoch 1 can.
     if resumed and tuple(resumed["class_names"]) != data.class_names:
-        raise CheckpointMismatch(
+        raise ClassesChanged(
             f"the checkpoint was trained on classes {resumed['class_names']}, "
             f"the dataset has {list(data.class_names)}"
         )
     # Only format-4 checkpoints have a split, and they save every config field: the config
     # as_resumed made is the one asked for, and the data need not load again.
     if resumed and resumed.get("split", data.split) != data.split:
+        config = requested
         why = (
             "the dataset is split otherwise than when the checkpoint was saved (files were "
             "added or removed, or the check groups duplicates differently)"

@@ -13,7 +13,12 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 from torch import nn
 
-from shared.contract import DEFAULT_EXPORT_TOLERANCE, EXPORT_FORMATS, EXPORT_PRECISIONS
+from shared.contract import (
+    DEFAULT_EXPORT_TOLERANCE,
+    EXPORT_FORMATS,
+    EXPORT_PRECISIONS,
+    VARIANT_FORMATS,
+)
 from worker.export import coreml, executorch, mobile, onnx, torchscript, variants
 from worker.export.context import ExportContext, Exported, FileRole
 from worker.export.manifest import (
@@ -115,14 +120,15 @@ def export_all(
     class_thresholds: ClassThresholds | None = None,
     precisions: list[str] | None = None,
     tolerance: float = DEFAULT_EXPORT_TOLERANCE,
-    variant_data: VariantData | None = None,
+    variant_data: Callable[[], VariantData] | None = None,
     check_files: list[Path] | None = None,
 ) -> Manifest:
     """Export model in every requested format to out_dir, check each, write the manifest.
 
     class_thresholds go into the manifest and into every format's metadata. precisions
     beside fp32 (fp16, int8: ONNX variants) are made from the float32 ONNX file, scored on
-    variant_data and delivered within tolerance of fp32's validation accuracy (variants.py).
+    what variant_data() gives and delivered within tolerance of fp32's validation accuracy
+    (variants.py).
     check_files, the stored files check_images were decoded from, are also fed through
     host_preprocessing into each runnable format (the raw-file check).
 
@@ -158,17 +164,22 @@ def export_all(
     )
     if class_thresholds is not None and list(class_thresholds.thresholds) != labels:
         raise ValueError("class_thresholds must name every label, in the labels' order")
-    wanted = [p for p in EXPORT_PRECISIONS if p in (precisions or ["fp32"])]
+    asked = precisions if precisions is not None else ["fp32"]
+    if "fp32" not in asked or any(p not in EXPORT_PRECISIONS for p in asked):
+        raise ValueError(f"precisions must include fp32, from {', '.join(EXPORT_PRECISIONS)}")
+    wanted = [p for p in EXPORT_PRECISIONS if p in asked]
     make_variants = None
     if wanted != ["fp32"]:
-        if "fp32" not in wanted or any(p not in EXPORT_PRECISIONS for p in precisions or []):
-            raise ValueError(f"precisions must include fp32, from {', '.join(EXPORT_PRECISIONS)}")
-        if "onnx" not in formats or variant_data is None:
-            raise ValueError("precision variants are ONNX files: they need onnx and variant_data")
-        data = variant_data
+        makers = {f for p in wanted if p != "fp32" for f in VARIANT_FORMATS[p]}
+        if not makers & set(formats) or variant_data is None:
+            raise ValueError(
+                f"precision variants are {', '.join(sorted(makers))} files: they need "
+                "that format and variant_data"
+            )
+        gather = variant_data
 
         def make_variants(results: Mapping[str, FormatResult]) -> tuple[PrecisionTable, list[Path]]:
-            return variants.precision_table(ctx, wanted, tolerance, data, results.get("onnx"))
+            return variants.precision_table(ctx, wanted, tolerance, gather, results.get("onnx"))
 
     return export_formats(
         ctx,

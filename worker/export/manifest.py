@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from shared.limits import ExportPrecision
 from worker.classification.preprocessing import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -166,7 +167,7 @@ class PrecisionRow(BaseModel):
 
     key: str = Field(description="the status `exports` key: onnx, onnx_int8, …")
     format: str
-    precision: Literal["fp32", "fp16", "int8"]
+    precision: ExportPrecision
     delivered: bool
     file: str | None = None
     size_bytes: int | None = None
@@ -188,10 +189,14 @@ class PrecisionTable(BaseModel):
     """What each precision costs and keeps: the variants' delivery gate and its evidence."""
 
     images: int = Field(description="validation images every row was scored on")
-    pytorch_fp32_accuracy: float = Field(description="the trained model's, in PyTorch")
+    pytorch_fp32_accuracy: float | None = Field(
+        default=None, description="the trained model's, in PyTorch (None: not scored)"
+    )
     tolerance: float = Field(description="a variant more than this below fp32 is not delivered")
-    runtime: str = Field(description="what ran the files: library and execution provider")
-    cpu: dict[str, Any] = Field(description="the CPU latencies were measured on")
+    runtime: str | None = Field(default=None, description="what ran the files")
+    cpu: dict[str, Any] = Field(
+        default_factory=dict, description="the CPU latencies were measured on"
+    )
     rows: list[PrecisionRow]
 
 

@@ -12,10 +12,11 @@ arithmetic in float16, the graph's inputs and outputs kept float32).
 
 from __future__ import annotations
 
+import logging
 import platform
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,8 +31,13 @@ from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
 if TYPE_CHECKING:
     import onnxruntime
 
+log = logging.getLogger(__name__)
+
 VARIANT_FILES = {"fp16": "model_fp16.onnx", "int8": "model_int8.onnx"}
 CALIBRATION_IMAGES = 256  # onnxruntime's MinMax ranges settle well before this
+# Validation images each variant is scored on, spread over every class: the split itself
+# up to this, a bound on memory (uint8 views on the host) and time beyond it.
+MAX_SCORED_IMAGES = 5000
 SCORE_BATCH = 64
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
 MAX_REASON_CHARS = 300
@@ -60,19 +66,46 @@ def gate_reason(fp32_accuracy: float, accuracy: float, tolerance: float) -> str 
         return None
     return (
         f"validation accuracy {accuracy:.1%} is {drop * 100:.1f} points below fp32's "
-        f"{fp32_accuracy:.1%} (export_tolerance {tolerance * 100:g} points)"
+        f"{fp32_accuracy:.1%} (export_tolerance {tolerance}: {points(tolerance)})"
     )
+
+
+def points(fraction: float) -> str:
+    """An accuracy difference in percentage points: 0.01 → "1 point"."""
+    value = round(fraction * 100, 6)
+    return f"{value:g} point{'' if value == 1 else 's'}"
 
 
 def precision_table(
     ctx: ExportContext,
     precisions: list[str],
     tolerance: float,
-    data: VariantData,
+    gather: Callable[[], VariantData],
     onnx_result: FormatResult | None,
 ) -> tuple[PrecisionTable, list[Path]]:
     """Make, measure and gate each requested ONNX variant; the table (the float32 ONNX
-    row first) and the variant files to deliver."""
+    row first) and the variant files to deliver. gather() gives the images, called here:
+    whatever goes wrong (memory, a runtime's error) costs the variants, never the formats
+    already checked."""
+    wanted = [p for p in precisions if p != "fp32"]
+    try:
+        return _precision_table(ctx, wanted, tolerance, gather(), onnx_result)
+    except Exception as error:
+        log.exception("export %s: scoring the precision variants failed", ctx.model_version)
+        for name in VARIANT_FILES.values():
+            (ctx.out_dir / name).unlink(missing_ok=True)
+        why = f"could not be scored: {_reason(error)}"
+        rows = [_not_made(precision, why) for precision in wanted]
+        return PrecisionTable(images=0, tolerance=tolerance, rows=rows), []
+
+
+def _precision_table(
+    ctx: ExportContext,
+    variants: list[str],
+    tolerance: float,
+    data: VariantData,
+    onnx_result: FormatResult | None,
+) -> tuple[PrecisionTable, list[Path]]:
     import onnxruntime
 
     reference = _pytorch_probabilities(ctx, data.validation)
@@ -84,7 +117,7 @@ def precision_table(
     base_ok = onnx_result is not None and onnx_result.status == "passed"
     if base_ok:
         rows.append(_measured("fp32", fp32_path, data, reference, labels, started=None))
-    for precision in (p for p in precisions if p != "fp32"):
+    for precision in variants:
         if not base_ok:
             rows.append(_not_made(precision, "the float32 ONNX export it is made from failed"))
             continue
@@ -92,15 +125,19 @@ def precision_table(
         path = ctx.out_dir / VARIANT_FILES[precision]
         try:
             MAKERS[precision](ctx, fp32_path, path, data.calibration)
-            row = _measured(precision, path, data, reference, labels, started)
             problems = _file_problems(ctx, path, precision)
+            row = None if problems else _measured(precision, path, data, reference, labels, started)
         except Exception as error:  # the exporters' libraries raise anything
+            log.exception("export %s: the %s variant failed", ctx.model_version, precision)
             path.unlink(missing_ok=True)
-            first = (str(error).splitlines() or [""])[0][:MAX_REASON_CHARS]
-            rows.append(_not_made(precision, f"could not be made: {type(error).__name__}: {first}"))
+            rows.append(_not_made(precision, f"could not be made: {_reason(error)}"))
+            continue
+        if row is None:
+            path.unlink()
+            rows.append(_not_made(precision, "; ".join(problems)))
             continue
         assert row.accuracy is not None
-        reason = "; ".join(problems) or gate_reason(fp32_accuracy, row.accuracy, tolerance)
+        reason = gate_reason(fp32_accuracy, row.accuracy, tolerance)
         if reason:
             path.unlink()
             row = row.model_copy(update={"delivered": False, "file": None, "reason": reason})
@@ -116,6 +153,11 @@ def precision_table(
         rows=rows,
     )
     return table, delivered
+
+
+def _reason(error: BaseException) -> str:
+    first = (str(error).splitlines() or [""])[0][:MAX_REASON_CHARS]
+    return f"{type(error).__name__}: {first}"
 
 
 def _not_made(precision: str, why: str) -> PrecisionRow:

@@ -23,10 +23,10 @@ from tests.worker.export.conftest import (
     ExportRun,
 )
 from worker.export import host_preprocessing
-from worker.export.checks import RAW_FILE_ATOL, raw_file_check
+from worker.export.checks import RAW_FILE_ATOL, raw_file_check, with_raw_files
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, ExportContext
 from worker.export.host_preprocessing import HostSteps
-from worker.export.manifest import input_contract
+from worker.export.manifest import Check, input_contract
 from worker.export.wrapper import wrap
 
 
@@ -141,3 +141,17 @@ def test_one_host_step_done_otherwise_fails_the_check(
     checked = onnx_check(*onnx_run, files)
     assert not checked["passed"]
     assert checked["max_abs_diff"] > RAW_FILE_ATOL or checked["top1_agreement"] < 1
+
+
+def test_a_failed_raw_file_check_fails_the_format_and_says_where() -> None:
+    passed = Check(method="onnxruntime", passed=True, summary="max abs diff 1e-06 ≤ 0.0001")
+    raw = Check(method="onnxruntime, stored files", passed=False, summary="top-1 differs on 1")
+    failed = with_raw_files(passed, raw)
+    assert not failed.passed
+    assert failed.summary == (
+        "stored files through host_preprocessing: top-1 differs on 1; max abs diff 1e-06 ≤ 0.0001"
+    )
+    assert failed.details["raw_files"]["summary"] == "top-1 differs on 1"
+    assert with_raw_files(passed, None) == passed  # no stored files: the check as it was
+    kept = with_raw_files(passed, raw.model_copy(update={"passed": True}))
+    assert kept.passed and kept.summary == passed.summary and "raw_files" in kept.details
