@@ -80,7 +80,7 @@ def trained(args: argparse.Namespace) -> None:
             flush=True,
         )
         model, class_names, _ = task.load_best(result.checkpoint_best, None)
-        images = task.export_images(train_dir, config, 32)
+        images, _ = task.export_images(train_dir, config, 32)
         data = task.variant_data(CALIBRATION_IMAGES)
         manifest, seconds = export(model, list(class_names), config.image_size, images, data, 0.01)
     print(f"\nexport with variants: {seconds:.1f} s")

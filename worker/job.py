@@ -537,10 +537,9 @@ class Job:
         model, class_names, config = self.task.load_best(
             result.checkpoint_best, self.settings.weights_dir
         )
-        images = self.task.export_images(root, config, EXPORT_CHECK_IMAGES)
+        images, check_files = self.task.export_images(root, config, EXPORT_CHECK_IMAGES)
         # Only what the task's exporter takes: the stored files (a raw-file check), variants.
         export_arguments: dict[str, Any] = {}
-        check_files = self.task.check_files(root, config, EXPORT_CHECK_IMAGES)
         if check_files:
             export_arguments["check_files"] = check_files
         if variants:  # scored on the run's own validation split

@@ -375,17 +375,11 @@ class ClassificationTask:
         sizes = batch_sizes(len(rows), self.config.batch_size * EVAL_BATCH_FACTOR, False)
         return torch.cat([images.cpu() for images, _ in self.source.batches(rows, sizes)])
 
-    def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
-        """Up to count readable images, validation ones first, from every class."""
-        return self._export_views(dataset_dir, config, count)[0]
-
-    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
-        """The stored files export_images decodes, for the exports' raw-file check."""
-        return self._export_views(dataset_dir, config, count)[1]
-
-    def _export_views(
+    def export_images(
         self, dataset_dir: Path, config: TrainConfig, count: int
     ) -> tuple[torch.Tensor, list[Path]]:
+        """Up to count readable images, validation ones first, from every class, and their
+        stored files (the exports' raw-file check)."""
         layout = self.layout(dataset_dir)
         files = sorted(layout.files, key=lambda image: (image.split != "val", image.row))
         per_class = max(1, count // len(layout.class_names))

@@ -297,17 +297,16 @@ class DetectionTask:
     ) -> tuple[nn.Module, tuple[str, ...], TrainConfig]:
         return load_best_detector(checkpoint, weights_dir)
 
-    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
-        """None to check: the detection exporter has no raw-file check yet (a detector's
-        host steps, decode and stretch, are training's own code)."""
-        return []
-
     def variant_data(self, calibration_images: int) -> Any:
         """Detection exports are float32 only: the contract refuses export_precision."""
         raise ValueError("detection exports have no precision variants (float32 only)")
 
-    def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
-        """Up to count readable images, validation ones first."""
+    def export_images(
+        self, dataset_dir: Path, config: TrainConfig, count: int
+    ) -> tuple[torch.Tensor, list[Path]]:
+        """Up to count readable images, validation ones first, and no stored files: the
+        detection exporter has no raw-file check yet (a detector's host steps, decode and
+        stretch, are training's own code)."""
         dataset = self.dataset(dataset_dir, config.val_fraction, config.seed)
         chosen = []
         for image in dataset.val + dataset.train:
@@ -316,7 +315,7 @@ class DetectionTask:
                 chosen.append(decoded)
             if len(chosen) == count:
                 break
-        return torch.stack(chosen).float() / PIXEL_MAX
+        return torch.stack(chosen).float() / PIXEL_MAX, []
 
 
 def load_best_detector(

@@ -137,13 +137,12 @@ class Task(Protocol):
         """The best checkpoint's model (eval mode, CPU), class names and config, for export."""
         ...
 
-    def export_images(self, dataset_dir: Path, config: TrainConfig, count: int) -> torch.Tensor:
-        """Up to count dataset images as float (N, 3, S, S) in [0, 1] to check exports on."""
-        ...
-
-    def check_files(self, dataset_dir: Path, config: TrainConfig, count: int) -> list[Path]:
-        """The stored files export_images decodes, for the exporter's raw-file check (through
-        host_preprocessing); empty for a task whose exporter has none."""
+    def export_images(
+        self, dataset_dir: Path, config: TrainConfig, count: int
+    ) -> tuple[torch.Tensor, list[Path]]:
+        """Up to count dataset images as float (N, 3, S, S) in [0, 1] to check exports on, and
+        the stored files they were decoded from for the exporter's raw-file check (through
+        host_preprocessing); no files for a task whose exporter has none."""
         ...
 
     def variant_data(self, calibration_images: int) -> Any:

@@ -95,22 +95,18 @@ def raw_file_check(
 ) -> Check | None:
     """The stored check files through host_preprocessing (as the manifest describes it) into
     an export, run(batch of one) → probabilities, against the worker's training decode into
-    the PyTorch model; None when the run has no stored files to check."""
+    the PyTorch model: ctx.reference, the check images being that decode of those files.
+    None when the run has no stored files to check."""
     if not ctx.check_files:
         return None
-    from worker.classification.preprocessing import decode_image
     from worker.export.host_preprocessing import HostSteps, host_input
     from worker.export.manifest import input_contract
 
-    if "raw_file_reference" not in ctx.cache:  # the same for every format: computed once
-        views = [decode_image(path, ctx.image_size) for path in ctx.check_files]
-        with torch.no_grad():
-            ctx.cache["raw_file_reference"] = ctx.wrapper(torch.stack(views).float() / 255)
     steps = HostSteps.described(input_contract(ctx.image_size).host_preprocessing)
     candidate = [np.asarray(run(host_input(path, steps))) for path in ctx.check_files]
     return parity(
         f"{method}, fed the stored files through host_preprocessing",
-        ctx.cache["raw_file_reference"],
+        ctx.reference,
         np.concatenate(candidate),
         atol=RAW_FILE_ATOL,
         details={"files": len(ctx.check_files), "host_steps": asdict(steps)},

@@ -33,7 +33,8 @@ class ExportContext:
     reference: torch.Tensor  # wrapper(check_images): the probabilities every export must match
     out_dir: Path
     class_thresholds: ClassThresholds | None = None
-    # The stored files check_images were decoded from (the raw-file check); may be empty.
+    # The stored files check_images were decoded from, in order (the raw-file check, whose
+    # reference is then `reference`); may be empty.
     check_files: list[Path] = field(default_factory=list)
     # Built once on first use and shared (the TorchScript trace feeds torch, pytorchmobile
     # and coreml); a failure is not cached, so each format that needs it reports it itself.

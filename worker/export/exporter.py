@@ -164,6 +164,11 @@ def export_all(
     )
     if class_thresholds is not None and list(class_thresholds.thresholds) != labels:
         raise ValueError("class_thresholds must name every label, in the labels' order")
+    if check_files and len(check_files) != len(images):
+        raise ValueError(
+            f"check_files must be the {len(images)} files check_images were decoded from "
+            f"(got {len(check_files)})"
+        )
     asked = precisions if precisions is not None else ["fp32"]
     if "fp32" not in asked or any(p not in EXPORT_PRECISIONS for p in asked):
         raise ValueError(f"precisions must include fp32, from {', '.join(EXPORT_PRECISIONS)}")

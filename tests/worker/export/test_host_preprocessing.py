@@ -22,6 +22,7 @@ from tests.worker.export.conftest import (
     MODEL_VERSION,
     ExportRun,
 )
+from worker.classification.preprocessing import decode_image
 from worker.export import host_preprocessing
 from worker.export.checks import RAW_FILE_ATOL, raw_file_check, with_raw_files
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, ExportContext
@@ -56,36 +57,40 @@ def stored_files(folder: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def onnx_run(
-    classifier: nn.Module, check_images: torch.Tensor, exported: ExportRun
-) -> tuple[ExportContext, onnxruntime.InferenceSession]:
-    """The shared export's model.onnx and a context whose check files are stored photos."""
-    wrapper = wrap(classifier)
+    classifier: nn.Module, exported: ExportRun
+) -> tuple[nn.Module, Path, onnxruntime.InferenceSession]:
+    """The shared export's model.onnx, its wrapper and its folder."""
+    session = onnxruntime.InferenceSession(
+        str(exported.out_dir / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    return wrap(classifier), exported.out_dir, session
+
+
+def onnx_check(
+    run_of: tuple[nn.Module, Path, onnxruntime.InferenceSession], files: list[Path]
+) -> dict:
+    """The raw-file check of files, as export_all sets it up: the check images are
+    training's decode of the files, the reference the PyTorch model's answer to them."""
+    wrapper, out_dir, session = run_of
+    images = torch.stack([decode_image(path, IMAGE_SIZE) for path in files]).float() / 255
     with torch.no_grad():
-        reference = wrapper(check_images)
+        reference = wrapper(images)
     ctx = ExportContext(
         wrapper,
         LABELS,
         IMAGE_SIZE,
         ARCHITECTURE,
         MODEL_VERSION,
-        check_images,
+        images,
         reference,
-        exported.out_dir,
+        out_dir,
+        check_files=files,
     )
-    session = onnxruntime.InferenceSession(
-        str(exported.out_dir / "model.onnx"), providers=["CPUExecutionProvider"]
-    )
-    return ctx, session
 
-
-def onnx_check(
-    ctx: ExportContext, session: onnxruntime.InferenceSession, files: list[Path]
-) -> dict:
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
-    fresh = dataclasses.replace(ctx, check_files=files, cache={})  # its own reference
-    checked = raw_file_check(fresh, run, "onnxruntime")
+    checked = raw_file_check(ctx, run, "onnxruntime")
     assert checked is not None
     return checked.model_dump()
 
@@ -107,10 +112,9 @@ def test_the_manifest_says_every_step_training_took(tmp_path: Path) -> None:
 
 
 def test_stored_files_through_the_described_steps_match_training(
-    onnx_run: tuple[ExportContext, onnxruntime.InferenceSession], tmp_path: Path
+    onnx_run: tuple[nn.Module, Path, onnxruntime.InferenceSession], tmp_path: Path
 ) -> None:
-    ctx, session = onnx_run
-    checked = onnx_check(ctx, session, stored_files(tmp_path))
+    checked = onnx_check(onnx_run, stored_files(tmp_path))
     assert checked["passed"], checked["summary"]
     assert checked["images"] == 7 and checked["top1_agreement"] == 1.0
     assert checked["max_abs_diff"] <= RAW_FILE_ATOL
@@ -123,7 +127,7 @@ def test_stored_files_through_the_described_steps_match_training(
     ids=["nearest instead of bilinear", "EXIF orientation ignored"],
 )
 def test_one_host_step_done_otherwise_fails_the_check(
-    onnx_run: tuple[ExportContext, onnxruntime.InferenceSession],
+    onnx_run: tuple[nn.Module, Path, onnxruntime.InferenceSession],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     changed: dict,
@@ -138,7 +142,7 @@ def test_one_host_step_done_otherwise_fails_the_check(
     files = stored_files(tmp_path)
     if "exif_orientation" in changed:
         files = files[6:]  # the one file it changes
-    checked = onnx_check(*onnx_run, files)
+    checked = onnx_check(onnx_run, files)
     assert not checked["passed"]
     assert checked["max_abs_diff"] > RAW_FILE_ATOL or checked["top1_agreement"] < 1
 
