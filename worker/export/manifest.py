@@ -163,7 +163,7 @@ class ClassThresholds(BaseModel):
 
 
 class PrecisionRow(BaseModel):
-    """One format × precision, measured on the whole validation split."""
+    """One format × precision, measured on the validation split (up to MAX_SCORED_IMAGES)."""
 
     key: str = Field(description="the status `exports` key: onnx, onnx_int8, …")
     format: str

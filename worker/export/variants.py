@@ -2,12 +2,13 @@
 
 Each variant is made from the checked float32 `model.onnx`, keeps its input and output
 (float32 RGB in [0, 1] in, probabilities out: callers change nothing) and its metadata, and
-is scored on the whole validation split: accuracy, top-1 agreement with the float32 PyTorch
-model, the largest probability difference, file size and latency at batch 1. A variant more
-than the tolerance below the PyTorch model's validation accuracy is not delivered; the
-table says why. int8 is onnxruntime's static quantization (QDQ, per-channel weights, MinMax
-ranges from up to 256 training images); fp16 is onnxruntime's float16 converter (weights and
-arithmetic in float16, the graph's inputs and outputs kept float32).
+is scored on the validation split (up to MAX_SCORED_IMAGES of it): accuracy, top-1
+agreement with the float32 PyTorch model, the largest probability difference, file size
+and latency at batch 1. A variant more than the tolerance below the PyTorch model's
+validation accuracy is not delivered; the table says why. int8 is onnxruntime's static
+quantization (QDQ, per-channel weights, MinMax ranges from up to 256 training images);
+fp16 is onnxruntime's float16 converter (weights and arithmetic in float16, the graph's
+inputs and outputs kept float32).
 """
 
 from __future__ import annotations
