@@ -29,12 +29,14 @@ def main() -> None:
         # No ImageNet weights can be downloaded here: dev trains from scratch and says so.
         os.environ.setdefault("AITRAINER_PRETRAINED", "scratch")
         settings = ApiSettings()
-        StorageAccount(settings).provision()
+        # The page at /ui/ reads files through SAS URLs from the API's own origin.
+        origins = [f"http://{host}:{API_PORT}" for host in ("127.0.0.1", "localhost")]
+        StorageAccount(settings).provision(web_origins=origins)
         worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO)
         token = DEV_API_TOKEN if "AITRAINER_API_TOKENS" not in os.environ else "<yours>"
         print(f"Azurite on 127.0.0.1:{AZURITE_PORTS[0]}-{AZURITE_PORTS[2]} (in memory)")
         print(f"one worker (pid {worker.pid}) on the CPU")
-        print(f"API on http://127.0.0.1:{API_PORT}  token: {token}  docs: /docs")
+        print(f"API on http://127.0.0.1:{API_PORT}  token: {token}  docs: /docs  page: /ui/")
         print("sample dataset: .venv/bin/python -m dev.sample_data")
         uvicorn.run(create_app(settings), host="127.0.0.1", port=API_PORT, log_level="info")
     finally:

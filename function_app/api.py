@@ -13,15 +13,15 @@ from typing import Any
 from fastapi import FastAPI
 
 from .errors import add_handlers
-from .routes import health, profiles, trainings
+from .routes import health, profiles, trainings, ui
 from .services import Services
 from .settings import ApiSettings
 
 DESCRIPTION = (
     "Train image models from a folder of labelled images in Azure Blob Storage or S3; "
-    "download them as ONNX, Core ML, PyTorch Mobile or TorchScript. Every route but /docs "
-    "and /openapi.json needs the Authorization header: the raw token, `Bearer <token>` or "
-    "`Token <token>`."
+    "download them as ONNX, Core ML, PyTorch Mobile or TorchScript. Every route but /docs, "
+    "/openapi.json and the web page (/ui/, which asks for a token itself) needs the "
+    "Authorization header: the raw token, `Bearer <token>` or `Token <token>`."
 )
 
 
@@ -34,6 +34,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(trainings.router)
     app.include_router(profiles.router)
+    ui.mount(app, app.state.services.artifacts.client.url)
     app.openapi = lambda: _schema_with_settings(app, settings)  # type: ignore[method-assign]
     return app
 

@@ -837,6 +837,11 @@ class TrainingSummary(BaseModel):
     result: State
     created: datetime
     lastupdate: datetime
+    current_epoch: int = 0
+    epochs: int | None = None
+    accuracy: float | None = Field(
+        default=None, description="Validation accuracy as a fraction in [0, 1]."
+    )
 
 
 class TrainingList(BaseModel):
@@ -855,6 +860,15 @@ class DeleteTrainingResponse(BaseModel):
     """DELETE /trainings/{profile_id}/{project_name}: what was removed."""
 
     message: str
+
+
+class ProfileList(BaseModel):
+    """GET /profiles: the profiles a token may see."""
+
+    profiles: list[str] = Field(
+        description="a limited token's own profiles; for an unlimited token every profile "
+        "that has trainings, sorted"
+    )
 
 
 class WebhookSecretResponse(BaseModel):

@@ -53,7 +53,13 @@ from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import DatasetError, WeightsMissingError
 from worker.engine.loop import StepCheckpoint, fit
-from worker.engine.results import CHECKPOINT_LAST, EpochReport, TrainResult, write_json
+from worker.engine.results import (
+    CHECKPOINT_LAST,
+    METRICS_FILE,
+    EpochReport,
+    TrainResult,
+    write_json,
+)
 from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
 from worker.export.manifest import ClassThresholds
 from worker.export.variants import CALIBRATION_IMAGES as VARIANT_CALIBRATION_IMAGES
@@ -382,6 +388,8 @@ class Job:
             row.current_epoch = 0
             row.loss = row.accuracy = row.last_epoch_duration_seconds = None
             row.checkpoint_blob = None
+            # The epochs it drew are gone with the progress.
+            row.files = {key: blob for key, blob in row.files.items() if key != "metrics"}
 
         self.update(reset)
         if previous is not None:
@@ -487,7 +495,13 @@ class Job:
         self._save_checkpoint(change, None)
 
     def _epoch_done(self, report: EpochReport) -> None:
+        # metrics.json so far, linked while the training runs (the web page draws its curves
+        # from it); this claim's own blob, as the delivered one is.
+        metrics_blob = self.delivery_prefix + METRICS_FILE
+        self.upload(self.out_dir / METRICS_FILE, metrics_blob)
+
         def change(row: TrainingRow) -> None:
+            row.files = {**row.files, "metrics": metrics_blob}
             row.current_epoch = report.epoch
             row.loss = report.train_loss
             row.accuracy = report.val_accuracy

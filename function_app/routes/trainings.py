@@ -288,6 +288,9 @@ def list_trainings(profile: ProfileDep, services: ServicesDep) -> TrainingList:
             result=row.state,
             created=row.created,
             lastupdate=row.lastupdate,
+            current_epoch=row.current_epoch,
+            epochs=row.params.epochs,
+            accuracy=row.accuracy,
         )
         for row in rows
     ]

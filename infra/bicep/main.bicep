@@ -199,6 +199,10 @@ module storage 'modules/storage.bicep' = {
     tags: tags
     names: storageNames
     checkpointRetentionDays: checkpointRetentionDays
+    // The Function App's default host serves the page (a custom domain adds its origin here).
+    webOrigins: [
+      'https://${names.functionApp}.azurewebsites.net'
+    ]
   }
 }
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, CorsRule
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.settings import CommonSettings
@@ -73,9 +74,13 @@ class StorageAccount:
         """The models container, able to hand out download URLs."""
         return ArtifactStore(self.container(self.settings.models_container), self.blobs)
 
-    def provision(self) -> None:
-        """Create the tables, queues and container the settings name (idempotent)."""
+    def provision(self, web_origins: Sequence[str] = ()) -> None:
+        """Create the tables, queues and container the settings name (idempotent); with
+        web_origins, let the web page served there GET blobs (the blob service's CORS rule,
+        as infra/bicep sets it in Azure)."""
         s = self.settings
+        if web_origins:
+            self.blobs.set_service_properties(cors=[web_cors_rule(web_origins)])
         for table in (s.trainings_table, s.workers_table, s.idempotency_table):
             self.tables.create_table_if_not_exists(table)
         for queue in (s.jobs_queue, s.poison_queue):
@@ -83,3 +88,14 @@ class StorageAccount:
                 self.queues.create_queue(queue)
         with contextlib.suppress(ResourceExistsError):
             self.blobs.create_container(s.models_container)
+
+
+def web_cors_rule(web_origins: Sequence[str]) -> CorsRule:
+    """The page's origins may read blobs through their SAS URLs; no other origin may."""
+    return CorsRule(
+        allowed_origins=[origin.rstrip("/") for origin in web_origins],
+        allowed_methods=["GET", "HEAD"],
+        allowed_headers=["range"],
+        exposed_headers=["content-length", "content-type", "etag"],
+        max_age_in_seconds=3600,
+    )

@@ -108,6 +108,11 @@ class JobsTable:
         entities = self.client.query_entities(where, parameters=parameters, select=["created"])
         return [entity["created"] for entity in entities]
 
+    def profiles(self) -> list[str]:
+        """Every profile with trainings, sorted (a scan of the keys only)."""
+        entities = self.client.list_entities(select=["PartitionKey"])
+        return sorted({entity["PartitionKey"] for entity in entities})
+
     def list_profile(self, profile_id: str) -> list[TrainingRow]:
         """Every training of one profile, newest first."""
         entities = self.client.query_entities(

@@ -11,6 +11,9 @@ param names object
 @description('Resume checkpoints (models/.resume/) not modified for this many days are deleted')
 param checkpointRetentionDays int
 
+@description('Origins of the web page (/ui/): the only ones that may GET blobs from a browser')
+param webOrigins array
+
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
   location: location
@@ -43,6 +46,27 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01'
     deleteRetentionPolicy: {
       enabled: true
       days: 7
+    }
+    // The page fetches the model, metrics.json and plots through their SAS URLs.
+    cors: {
+      corsRules: [
+        {
+          allowedOrigins: webOrigins
+          allowedMethods: [
+            'GET'
+            'HEAD'
+          ]
+          allowedHeaders: [
+            'range'
+          ]
+          exposedHeaders: [
+            'content-length'
+            'content-type'
+            'etag'
+          ]
+          maxAgeInSeconds: 3600
+        }
+      ]
     }
   }
 }

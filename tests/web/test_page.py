@@ -1,0 +1,145 @@
+"""The web page in a real browser against the real local stack: sign in, start a training
+from the form, watch it reach SUCCESS without a reload, read the curves and the confusion
+matrix, and quick-test the delivered model.onnx in the browser against onnxruntime in
+Python fed by worker/export/host_preprocessing.py on the same files."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnxruntime
+import requests
+from PIL import Image
+from playwright.sync_api import Browser, Page, expect
+
+from dev.sample_data import CLASS_COLOURS, dataset_files, image_bytes
+from dev.stack import REPO, Azurite
+from function_app.api import ApiSettings
+from shared.storage.account import StorageAccount
+from tests.conftest import TOKEN
+from tests.worker.conftest import upload_azure
+from worker.export.host_preprocessing import HostSteps, host_input
+
+SCREENSHOTS = REPO / "web" / "screenshots"
+CLASSES = ("bad", "good", "okay")
+# Smaller than the model's 32 px input and not square: the page upsamples (Pillow's order
+# there is known) and crops; an image already 32 px on its short side is only cropped.
+HELD_OUT = {"bad": (24, 20), "good": (20, 30), "okay": (32, 44)}
+
+
+def held_out_files(folder: Path) -> dict[Path, str]:
+    files = {}
+    for name, (width, height) in HELD_OUT.items():
+        square = Image.open(io.BytesIO(image_bytes(CLASS_COLOURS[name], 48, f"held-{name}")))
+        path = folder / f"held-{name}.png"
+        square.resize((width, height), Image.Resampling.BILINEAR).save(path)
+        files[path] = name
+    return files
+
+
+def sign_in(page: Page, api_url: str, profile: str) -> None:
+    page.goto(api_url + "/")  # redirects to /ui/
+    page.fill("#token", TOKEN)
+    page.fill("#profile", profile)
+    page.click("#signin button[type=submit]")
+    expect(page.locator("#who")).to_have_text(f"profile {profile}")
+
+
+def fill_start_form(page: Page, azurite: Azurite, container: str) -> None:
+    page.fill("#field-project_name", "colours")
+    page.select_option("#field-model_type", "classification")
+    page.select_option("#field-storage_type", "azure")
+    page.fill("#field-container", container)
+    page.fill("#field-folder", "colours")
+    page.fill("#field-azure_connection_string", azurite.connection_string)
+    page.select_option("#field-architecture", "resnet18")
+    for field, value in {"epochs": "4", "image_size": "32", "batch_size": "8"}.items():
+        page.fill(f"#field-{field}", value)
+    for box in page.locator("input[name=export]").all():
+        box.set_checked(box.get_attribute("value") == "onnx")
+
+
+def test_the_page_starts_a_training_watches_it_and_runs_its_model(
+    browser: Browser,
+    settings: ApiSettings,
+    azurite: Azurite,
+    api_url: str,
+    client: httpx.Client,
+    dataset_container: Any,
+    start_worker: Any,
+    tmp_path: Path,
+) -> None:
+    StorageAccount(settings).provision(web_origins=[api_url])
+    upload_azure(dataset_container, "colours/", dataset_files(CLASSES, per_class=12, size=40))
+    page = browser.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    # A profile without trainings answers 404, which the browser logs; the page shows none.
+    page.on(
+        "console",
+        lambda m: (
+            problems.append(m.text) if m.type == "error" and "status of 404" not in m.text else None
+        ),
+    )
+    sign_in(page, api_url, "clinic")
+
+    # The form checks the contract's rules before the API does.
+    page.click("#new-training")
+    page.fill("#field-epochs", "1")
+    page.click("#start button[type=submit]")
+    expect(page.locator('[data-error-for="epochs"]')).to_have_text("epochs must be at least 2")
+    expect(page.locator('[data-error-for="project_name"]')).to_have_text("project_name is required")
+
+    fill_start_form(page, azurite, dataset_container.container_name)
+    page.click("#start button[type=submit]")
+    expect(page).to_have_url(re.compile(r"/ui/#/t/colours$"))  # the training's own page
+    start_worker()
+    expect(page.locator("#state")).to_have_text("SUCCESS", timeout=240_000)
+    expect(page.locator("#quick-files")).to_be_attached(timeout=30_000)
+    status = client.get("/statustraining/clinic/colours").json()
+    metrics = requests.get(status["files"]["metrics"], timeout=30).json()
+    manifest = requests.get(status["manifest"], timeout=30).json()
+
+    # The curves hold exactly metrics.json's per-epoch values.
+    loss = page.evaluate("document.querySelector('#loss-chart').uplot.data")
+    accuracy = page.evaluate("document.querySelector('#accuracy-chart').uplot.data")
+    epochs = metrics["epochs"]
+    assert loss == [
+        [e["epoch"] for e in epochs],
+        [e["train_loss"] for e in epochs],
+        [e["val_loss"] for e in epochs],
+    ]
+    assert accuracy == [[e["epoch"] for e in epochs], [e["val_accuracy"] for e in epochs]]
+    # The confusion table counts every validation image once.
+    counts = page.eval_on_selector_all(
+        "#confusion tbody td", "cells => cells.map(c => Number(c.textContent))"
+    )
+    assert len(counts) == len(CLASSES) ** 2
+    assert sum(counts) == metrics["dataset"]["val_images"] > 0
+    expect(page.locator("#format-checks tr[data-format=onnx]")).to_contain_text("passed")
+    expect(page.locator("#events")).to_contain_text("SUCCESS")
+
+    # Quick test: the browser's probabilities are onnxruntime's on host_preprocessing's input.
+    files = held_out_files(tmp_path)
+    page.set_input_files("#quick-files", [str(path) for path in files])
+    expect(page.locator("figure.prediction")).to_have_count(len(files), timeout=60_000)
+    model = requests.get(status["exports"]["onnx"], timeout=30).content
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    steps = HostSteps.described(manifest["input"]["host_preprocessing"])
+    for path, label in files.items():
+        figure = page.locator(f'figure.prediction[data-file="{path.name}"]')
+        shown = np.array(json.loads(figure.get_attribute("data-probabilities") or "[]"))
+        (expected,) = session.run(None, {session.get_inputs()[0].name: host_input(path, steps)})
+        assert np.abs(shown - expected[0]).max() <= 1e-4, (path.name, shown, expected[0])
+        assert figure.get_attribute("data-top") == label
+    assert problems == []
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "training.png"), full_page=True)
+    page.locator("#quick-test").screenshot(path=str(SCREENSHOTS / "quick-test.png"))
