@@ -7,7 +7,8 @@ module `function_app`. In the repo the API is the package `function_app/` (`api.
 not the entry point. So the deployed folder holds the API package under another name:
 
     OUT/function_app.py     the repo's function_app/function_app.py, importing API_PACKAGE
-    OUT/aitrainer_api/      the rest of function_app/: api.py, routes/, deps.py, …
+    OUT/aitrainer_api/      the rest of function_app/: api.py, routes/, deps.py, … and ui/,
+                            the web page `npm run build` wrote there (required)
     OUT/shared/             the shared package (contract, settings, storage)
     OUT/host.json           function_app/host.json
     OUT/requirements.txt    requirements/api.txt (Flex Consumption installs it: remote build)
@@ -35,6 +36,10 @@ FUNCIGNORE = ".venv\n*_env\n__pycache__\n.gitignore\n" + MARKER + "\n"
 
 def build(out: Path) -> Path:
     """Write the deployable Functions folder to `out` (emptied first) and return it."""
+    if not (REPO / "function_app" / "ui" / "index.html").is_file():
+        raise SystemExit(
+            "function_app/ui/ holds no built web page: run `npm ci && npm run build` first"
+        )
     _empty(out)
     entry = (REPO / "function_app" / "function_app.py").read_text()
     if entry.count(ENTRY_IMPORT) != 1:

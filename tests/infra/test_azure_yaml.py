@@ -16,7 +16,11 @@ import yaml
 from shared.settings import CommonSettings
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGE_COMMAND = "python3 -m infra.package_functions dist/functions"
+# The web page is built into function_app/ui/ first: the package carries it.
+PACKAGE_COMMAND = (
+    "npm ci --no-audit --no-fund && npm run build"
+    " && python3 -m infra.package_functions dist/functions"
+)
 
 
 def azure_yaml() -> dict[str, Any]:

@@ -54,6 +54,7 @@ def test_the_built_folder_holds_the_entry_point_the_api_shared_and_the_api_requi
     tmp_path: Path,
 ) -> None:
     out = build(tmp_path / "functions")
+    assert (out / API_PACKAGE / "ui" / "index.html").is_file()  # the web page travels with it
     top = {path.name for path in out.iterdir()}
     assert top == {
         "function_app.py",

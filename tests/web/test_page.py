@@ -21,10 +21,15 @@ from playwright.sync_api import Browser, Page, expect
 from dev.sample_data import CLASS_COLOURS, dataset_files, image_bytes
 from dev.stack import REPO, Azurite
 from function_app.api import ApiSettings
+from shared.contract import StartTrainingRequest, State, TrainingRow
 from shared.storage.account import StorageAccount
+from shared.storage.artifacts import training_prefix
+from shared.storage.jobs import JobsTable
 from tests.conftest import TOKEN
+from tests.function_app.helpers import start_body
 from tests.worker.conftest import upload_azure
 from worker.export.host_preprocessing import HostSteps, host_input
+from worker.export.manifest import MANIFEST_FILE
 
 SCREENSHOTS = REPO / "web" / "screenshots"
 CLASSES = ("bad", "good", "okay")
@@ -143,3 +148,104 @@ def test_the_page_starts_a_training_watches_it_and_runs_its_model(
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "training.png"), full_page=True)
     page.locator("#quick-test").screenshot(path=str(SCREENSHOTS / "quick-test.png"))
+
+
+def publish_detector(settings: ApiSettings, tmp_path: Path, name: str) -> None:
+    """A detector exported by the export package and published as a finished training (its
+    training through the worker is test_detection_pipeline's; here the page is tested)."""
+    from tests.worker.export.conftest import (
+        DETECTION_IMAGE_SIZE,
+        DETECTION_LABELS,
+        DETECTION_METRICS,
+        DETECTION_SCORE_THRESHOLD,
+        DETECTOR,
+        random_detector,
+        rectangle_images,
+    )
+    from worker.export.detection.exporter import export_detector
+
+    out = tmp_path / "detector"
+    manifest = export_detector(
+        model=random_detector(DETECTOR),
+        class_names=DETECTION_LABELS,
+        image_size=DETECTION_IMAGE_SIZE,
+        architecture=DETECTOR,
+        formats=["onnx"],
+        check_images=rectangle_images(4, DETECTION_IMAGE_SIZE, seed=7),
+        out_dir=out,
+        metrics=DETECTION_METRICS,
+        model_version="web-test",
+        score_threshold=DETECTION_SCORE_THRESHOLD,
+    )
+    account = StorageAccount(settings)
+    artifacts = account.artifacts()
+    prefix = training_prefix("clinic", name)
+    for file in manifest.upload_names():
+        artifacts.upload_file(out / file, prefix + file)
+    body = start_body(
+        profile_id="clinic",
+        project_name=name,
+        model_type="detection",
+        architecture=DETECTOR,
+        image_size=DETECTION_IMAGE_SIZE,
+        export=["onnx"],
+    )
+    row = TrainingRow.from_request(StartTrainingRequest.model_validate(body), None, "job")
+    row.state, row.message = State.SUCCESS, "published by the test"
+    row.exports = {"onnx": prefix + (manifest.model_file("onnx") or "")}
+    row.files = {"manifest": prefix + MANIFEST_FILE}
+    JobsTable(account.table(settings.trainings_table)).insert(row)
+
+
+def reference_detections(model: bytes, path: Path, size: int) -> list[dict[str, Any]]:
+    """onnxruntime in Python on the manifest's steps done with Pillow: stretch, scale."""
+    picture = Image.open(path).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1)[None] / 255
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    boxes, scores, labels = session.run(None, {session.get_inputs()[0].name: pixels})
+    return [
+        {"box": box.tolist(), "score": float(score), "label": int(label)}
+        for box, score, label in zip(boxes, scores, labels, strict=True)
+    ]
+
+
+def test_a_detectors_quick_test_draws_the_boxes_onnxruntime_finds(
+    browser: Browser, settings: ApiSettings, api_url: str, client: httpx.Client, tmp_path: Path
+) -> None:
+    from tests.worker.export.conftest import (
+        DETECTION_IMAGE_SIZE,
+        DETECTION_LABELS,
+        rectangle_images,
+    )
+
+    StorageAccount(settings).provision(web_origins=[api_url])
+    publish_detector(settings, tmp_path, "boxes")
+    status = client.get("/statustraining/clinic/boxes").json()
+    model = requests.get(status["exports"]["onnx"], timeout=30).content
+    # Smaller than the 64 px input and not square: stretched up (Pillow's order is known).
+    paths = []
+    for index, image in enumerate(rectangle_images(4, 48, seed=11)[1:]):
+        array = (image * 255).round().byte().permute(1, 2, 0).numpy()[:40]
+        paths.append(tmp_path / f"boxes-{index}.png")
+        Image.fromarray(array).save(paths[-1])
+    expected = {
+        path.name: reference_detections(model, path, DETECTION_IMAGE_SIZE) for path in paths
+    }
+    assert sum(map(len, expected.values())) > 0  # something to draw
+
+    page = browser.new_page()
+    sign_in(page, api_url, "clinic")
+    page.goto(api_url + "/ui/#/t/boxes")
+    expect(page.locator("#state")).to_have_text("SUCCESS")
+    page.set_input_files("#quick-files", [str(path) for path in paths])
+    expect(page.locator("figure.prediction")).to_have_count(len(paths), timeout=60_000)
+    for path in paths:
+        figure = page.locator(f'figure.prediction[data-file="{path.name}"]')
+        shown = json.loads(figure.get_attribute("data-detections") or "[]")
+        want = expected[path.name]
+        assert [d["label"] for d in shown] == [DETECTION_LABELS[d["label"]] for d in want]
+        for got, reference in zip(shown, want, strict=True):
+            assert np.abs(np.array(got["box"]) - reference["box"]).max() <= 1
+            assert abs(got["score"] - reference["score"]) <= 1e-3
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.locator("#quick-test").screenshot(path=str(SCREENSHOTS / "quick-test-detector.png"))
