@@ -29,7 +29,7 @@ function_app/ui/index.html: node_modules/.installed $(WEB_SOURCES)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 test: setup $(CHROMIUM)
 	$(BIN)/pytest

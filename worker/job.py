@@ -436,20 +436,27 @@ class Job:
 
         def change(row: TrainingRow) -> None:
             row.message = message
-            row.files = {**row.files, DATASET_REPORT_KEY: blob}
+            # An earlier claim's metrics.json is not this claim's progress: unlinked until
+            # this claim's first epoch links its own, so the row never names two claims.
+            files = {key: name for key, name in row.files.items() if key != "metrics"}
+            row.files = {**files, DATASET_REPORT_KEY: blob}
 
         # The DOWNLOADED event, unless this job had announced DOWNLOADED (or more) before.
         self.update(change, "state_changed" if announce else None)
-        # The one file a claim uploads before delivering: reports of claims that lost this
-        # job (to a lease expiry, a kill) are theirs alone, so only this claim's remains.
+        self._delete_earlier_progress()
+
+    def _delete_earlier_progress(self) -> None:
+        """Delete what claims that lost this job (to a lease expiry, a kill) uploaded before
+        delivering, their dataset report and metrics.json: theirs alone, named by no row."""
         runs = training_prefix(self.row.profile_id, self.row.project_name) + RUNS_FOLDER
+        progress = ("/" + DATASET_REPORT_FILE, "/" + METRICS_FILE)
         try:
             for name in self.artifacts.list(runs):
                 theirs = not name.startswith(self.delivery_prefix)
-                if theirs and name.endswith("/" + DATASET_REPORT_FILE):
+                if theirs and name.endswith(progress):
                     self.artifacts.delete(name)
-        except Exception:  # a leftover report costs storage only; DELETE removes it with the rest
-            log.warning("job %s: could not delete earlier claims' dataset reports", self.key)
+        except Exception:  # a leftover file costs storage only; DELETE removes it with the rest
+            log.warning("job %s: could not delete earlier claims' progress files", self.key)
 
     def _download_checkpoint(self, workspace: Path) -> Path | None:
         blob = self.row.checkpoint_blob
@@ -620,6 +627,9 @@ class Job:
                 row.test_accuracy = result.test_report.accuracy
 
         self.update(change)
+        # Again after the commit: a claim paused between its claim check and an upload may
+        # have written one more file since this claim's report.
+        self._delete_earlier_progress()
         if failure:
             return self.finish(State.FAILED, f"{failure}; the other files can be downloaded")
         notes = [

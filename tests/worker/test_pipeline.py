@@ -116,6 +116,12 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     assert "trained from scratch" in status["message"]
     print(f"start → SUCCESS {elapsed:.1f} s (worker start included)")
 
+    # metrics.json is linked from the first epoch on (the web page's curves), and holds it.
+    trained = [s for s in seen if s["result"] == "RUNNING" and s["current_epoch"] >= 1]
+    assert trained and all("metrics" in s["files"] for s in trained)
+    early = requests.get(trained[0]["files"]["metrics"], timeout=30).json()
+    assert len(early["epochs"]) >= trained[0]["current_epoch"]
+
     # The status never moved backwards.
     states = [ORDER.index(s["result"]) for s in seen]
     assert states == sorted(states)

@@ -57,6 +57,11 @@ export async function call<T>(method: string, path: string, body?: unknown, toke
   return answer as T;
 }
 
+/** A refusal that asking again will not change: a bad token, another profile, gone. */
+export function isFinal(error: unknown): boolean {
+  return error instanceof ApiError && [400, 401, 403, 404].includes(error.status);
+}
+
 /** A file behind a SAS URL (no Authorization header: the URL carries its signature). */
 export async function download(url: string): Promise<Response> {
   const response = await fetch(url);

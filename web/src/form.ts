@@ -39,9 +39,17 @@ export async function startSchema(): Promise<Schema> {
 }
 
 /** What is wrong with a field's value, by the schema's rules; null when nothing. */
+/** No value to send: blank, except a required string whose rule accepts "" (folder: the
+ * container's root). */
+function isEmpty(property: Property, value: unknown, required: boolean): boolean {
+  if (value === "" && required && property.type === "string" && property.pattern) {
+    return !new RegExp(property.pattern, "u").test("");
+  }
+  return value === undefined || value === "" || (Array.isArray(value) && value.length === 0);
+}
+
 export function problem(name: string, property: Property, value: unknown, required: boolean): string | null {
-  const empty = value === undefined || value === "" || (Array.isArray(value) && value.length === 0);
-  if (empty) return required ? `${name} is required` : null;
+  if (isEmpty(property, value, required)) return required ? `${name} is required` : null;
   if (typeof value === "number") {
     if (Number.isNaN(value)) return `${name} must be a number`;
     if (property.type === "integer" && !Number.isInteger(value)) return `${name} must be a whole number`;
@@ -99,8 +107,9 @@ function bounds(p: Property): string {
   return parts.join(", ");
 }
 
-export async function startView(app: HTMLElement, session: Session): Promise<void> {
+export async function startView(app: HTMLElement, session: Session, left: () => boolean): Promise<void> {
   const schema = await startSchema();
+  if (left()) return; // the user went elsewhere while the schema loaded
   const readers: [string, Property, boolean, Reader][] = [];
   const fields = Object.entries(schema.properties).map(([name, property]) => {
     const required = schema.required.includes(name);
@@ -123,8 +132,7 @@ export async function startView(app: HTMLElement, session: Session): Promise<voi
           const wrong = problem(name, property, value, required);
           form.querySelector(`[data-error-for="${name}"]`)!.textContent = wrong ?? "";
           valid &&= wrong === null;
-          const empty = value === undefined || value === "" || (Array.isArray(value) && value.length === 0);
-          if (!empty) body[name] = value;
+          if (!isEmpty(property, value, required)) body[name] = value;
         }
         if (!valid) {
           outcome.textContent = "Some fields need a change (see above).";

@@ -1,7 +1,7 @@
 // A profile's trainings, live while the page is open: polled every 2 s only while one
 // is still queued or running.
 
-import { call, FINISHED, path, type Session, type Summary } from "./api";
+import { ApiError, call, FINISHED, isFinal, path, type Session, type Summary } from "./api";
 import { h, percent, replace, when } from "./dom";
 
 const POLL_MS = 2000;
@@ -9,6 +9,8 @@ const POLL_MS = 2000;
 export function listView(app: HTMLElement, session: Session): () => void {
   let timer: number | undefined;
   let stopped = false;
+  let requests = 0;
+  let failures = 0;
   const table = h("tbody");
   const problem = h("p", { class: "error", role: "alert" });
   replace(
@@ -55,16 +57,23 @@ export function listView(app: HTMLElement, session: Session): () => void {
 
   async function refresh(): Promise<void> {
     window.clearTimeout(timer);
-    let trainings: Summary[] = [];
+    const asked = ++requests; // only the latest answer may paint
+    let trainings: Summary[];
     try {
       trainings = (await call<{ trainings: Summary[] }>("GET", path.list(session.profile))).trainings;
       problem.textContent = "";
+      failures = 0;
     } catch (error) {
-      const status = (error as { status?: number }).status;
-      // A profile without trainings answers 404: an empty list, not an error.
-      if (status !== 404) problem.textContent = (error as Error).message;
+      if (stopped || asked !== requests) return;
+      if (!(error instanceof ApiError && error.status === 404)) {
+        // Keep the table; try again later unless asking again cannot help.
+        problem.textContent = (error as Error).message;
+        if (!isFinal(error)) timer = window.setTimeout(refresh, POLL_MS * Math.min(2 ** ++failures, 15));
+        return;
+      }
+      trainings = []; // a profile without trainings answers 404
     }
-    if (stopped) return;
+    if (stopped || asked !== requests) return;
     replace(table, ...(trainings.length ? trainings.map(row) : [h("tr", {}, h("td", { colspan: 7 }, "No trainings yet."))]));
     if (trainings.some((training) => !FINISHED.includes(training.result))) {
       timer = window.setTimeout(refresh, POLL_MS);

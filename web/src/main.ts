@@ -28,9 +28,20 @@ function route(): void {
     h("button", { id: "sign-out", onclick: () => { signOut(); location.hash = "#/"; route(); } }, "Sign out"),
   );
   const fragment = location.hash.replace(/^#/, "") || "/";
-  if (fragment === "/new") void startView(app, current);
-  else if (fragment.startsWith("/t/")) leave = trainingView(app, current, decodeURIComponent(fragment.slice(3)));
-  else leave = listView(app, current);
+  if (fragment === "/new") {
+    let left = false;
+    leave = () => (left = true);
+    void startView(app, current, () => left);
+  } else if (fragment.startsWith("/t/")) {
+    let name: string;
+    try {
+      name = decodeURIComponent(fragment.slice(3));
+    } catch {
+      location.hash = "#/"; // a malformed link: the list instead of a blank page
+      return;
+    }
+    leave = trainingView(app, current, name);
+  } else leave = listView(app, current);
 }
 
 window.addEventListener("hashchange", route);

@@ -33,12 +33,26 @@ interface Detection {
   label: string;
 }
 
-export function quickTest(container: HTMLElement, modelUrl: string, manifest: Manifest): void {
+export function quickTest(
+  container: HTMLElement,
+  modelUrl: string,
+  manifest: Manifest,
+  freshUrl: () => Promise<string>,
+): void {
   let session: Promise<ort.InferenceSession> | null = null;
-  const model = () =>
-    (session ??= download(modelUrl)
-      .then((response) => response.arrayBuffer())
-      .then((bytes) => ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ["wasm"] })));
+  const load = async () => {
+    // Once with the URL the page has, once more with a fresh one if it has expired.
+    const response = await download(modelUrl).catch(async () => download(await freshUrl()));
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    return ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
+  };
+  const model = () => {
+    session ??= load().catch((error) => {
+      session = null; // the next drop tries again
+      throw error;
+    });
+    return session;
+  };
   const results = h("div", { id: "quick-results" });
   const input = h("input", { id: "quick-files", type: "file", accept: "image/*", multiple: true });
   const zone = h("div", { id: "drop-zone", class: "drop" }, "Drop images here, or pick them: ", input);

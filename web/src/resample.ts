@@ -1,5 +1,7 @@
-// Pillow's Image.resize, level for level, so the page feeds the model what the worker's
-// training and the manifest's host steps (worker/export/host_preprocessing.py) feed it.
+// Pillow's Image.resize, so the page feeds a classifier what the worker's training and the
+// manifest's host steps (worker/export/host_preprocessing.py) feed it (exactly but for the
+// pass order noted in resize(); a detector trains on torchvision's resize, which is not
+// Pillow's to the level, as host_preprocessing.py notes).
 // A canvas's drawImage resize is not Pillow's: torchvision's antialiased resize, already
 // close, moved a classifier's probabilities by up to 6.8e-3 (host_preprocessing.py's note).
 // This is the arithmetic of Pillow's libImaging/Resample.c (separable convolution whose
@@ -58,6 +60,7 @@ function coefficients(inSize: number, outSize: number, filter: Filter): Coeffici
   const count = new Int32Array(outSize);
   const weights = new Int32Array(outSize * size);
   const taps = new Float64Array(size);
+  const inverse = 1 / filterScale; // Pillow multiplies by its inverse: the same rounding
   for (let out = 0; out < outSize; out++) {
     const center = (out + 0.5) * scale;
     // C's (int) cast truncates toward zero.
@@ -65,7 +68,7 @@ function coefficients(inSize: number, outSize: number, filter: Filter): Coeffici
     const high = Math.min(Math.trunc(center + support + 0.5), inSize) - low;
     let total = 0;
     for (let tap = 0; tap < high; tap++) {
-      taps[tap] = filter.weight((tap + low - center + 0.5) / filterScale);
+      taps[tap] = filter.weight((tap + low - center + 0.5) * inverse);
       total += taps[tap];
     }
     for (let tap = 0; tap < high; tap++) {

@@ -1,7 +1,7 @@
 // Sign-in: a token and a profile, kept in sessionStorage only. GET /profiles offers the
 // profiles the token may see; any other valid profile id may be typed.
 
-import { call, path, signIn } from "./api";
+import { ApiError, call, path, signIn } from "./api";
 import { h, replace } from "./dom";
 
 export function signInView(app: HTMLElement, done: () => void): void {
@@ -27,8 +27,11 @@ export function signInView(app: HTMLElement, done: () => void): void {
         event.preventDefault();
         problem.textContent = "";
         try {
-          // The token is checked before it is kept.
-          await call("GET", path.profiles, undefined, token.value);
+          // The token is checked before it is kept, by a profile's list (one partition,
+          // where /profiles may scan the table): 404 only says the profile has none yet.
+          await call("GET", path.list(profile.value.trim()), undefined, token.value).catch((error) => {
+            if (!(error instanceof ApiError && error.status === 404)) throw error;
+          });
           signIn(token.value, profile.value.trim());
           done();
         } catch (error) {
@@ -45,6 +48,5 @@ export function signInView(app: HTMLElement, done: () => void): void {
     problem,
     h("p", { class: "hint" }, "The token stays in this tab (sessionStorage) and is sent only to this API."),
   );
-  token.addEventListener("change", lookUp);
   replace(app, form);
 }

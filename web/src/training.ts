@@ -2,7 +2,7 @@
 // metrics.json as epochs arrive, the best epoch's confusion matrix and per-class scores,
 // the dataset report, the manifest's checks and precision table, every file, quick test.
 
-import { call, download, FINISHED, PIPELINE, path, type Session, type State, type Status } from "./api";
+import { call, download, FINISHED, isFinal, PIPELINE, path, type Session, type State, type Status } from "./api";
 import { drawCurves, type Epoch } from "./charts";
 import { bytes, h, percent, replace, when } from "./dom";
 import { quickTest, type Manifest } from "./quicktest";
@@ -54,14 +54,22 @@ export function trainingView(app: HTMLElement, session: Session, name: string): 
   let finalShown = false;
   let reportShown = false;
   let metrics: Metrics | null = null;
+  let failures = 0;
 
   async function refresh(): Promise<void> {
     window.clearTimeout(timer);
     let status: Status;
     try {
       status = await call<Status>("GET", path.status(session.profile, name));
+      failures = 0;
     } catch (error) {
-      replace(parts.summary, h("p", { class: "error", role: "alert" }, (error as Error).message));
+      if (stopped) return;
+      const problem = h("p", { class: "error", role: "alert" }, (error as Error).message);
+      parts.summary.querySelector(".error")?.remove();
+      parts.summary.append(problem);
+      // A refusal or a missing training stays so; anything else (503, a network blip) is
+      // tried again, less often each time, keeping what the page shows.
+      if (!isFinal(error)) timer = window.setTimeout(refresh, POLL_MS * Math.min(2 ** ++failures, 15));
       return;
     }
     if (stopped) return;
@@ -268,6 +276,11 @@ async function showManifest(checks: HTMLElement, quick: HTMLElement, status: Sta
         )
       : null,
   );
-  if (status.exports.onnx) quickTest(quick, status.exports.onnx, manifest);
+  if (status.exports.onnx) {
+    // The status's URLs expire (AITRAINER_SAS_LIFETIME_SECONDS): ask again when it is late.
+    const fresh = async () =>
+      (await call<Status>("GET", path.status(status.profile_id, status.project_name))).exports.onnx;
+    quickTest(quick, status.exports.onnx, manifest, fresh);
+  }
   else replace(quick, h("p", { class: "hint" }, "Quick test needs the onnx export."));
 }
