@@ -97,11 +97,11 @@ def test_invalid_parameters_are_refused_with_the_apis_rule(
         "(allowed for detection: onnx, coreml, torch)\n"
     )
     result = cli.run(
-        "train", str(photos), "--project=x", "--export=coreml", "--export-precision=int8"
+        "train", str(photos), "--project=x", "--export=torch", "--export-precision=int8"
     )
     assert result.stderr == (
-        "error: export_precision 'int8' is made for export format onnx, and export names "
-        "neither (got coreml)\n"
+        "error: export_precision 'int8' is made for export format onnx or coreml, and export "
+        "names neither (got torch)\n"
     )
     assert uploaded(azurite, dataset_container) == []
 

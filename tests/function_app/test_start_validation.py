@@ -110,9 +110,9 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "export_precision no requested format makes",
-        {"export_precision": ["fp32", "int8"], "export": ["coreml", "torch"]},
-        "export_precision 'int8' is made for export format onnx, and export names neither "
-        "(got coreml, torch)",
+        {"export_precision": ["fp32", "int8"], "export": ["pytorchmobile", "torch"]},
+        "export_precision 'int8' is made for export format onnx or coreml, and export names "
+        "neither (got pytorchmobile, torch)",
     ),
     (
         "export_precision for a detector",

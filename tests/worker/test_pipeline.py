@@ -186,16 +186,20 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/{row.checkpoints}.pt"
     assert [name for name in names if name.startswith(".resume/")] == [row.checkpoint_blob]
 
-    # Every format (and each ONNX variant) is delivered behind a download URL,
+    # Every format (and each ONNX and Core ML variant) is delivered behind a download URL,
     # byte-identical to what the manifest lists.
-    assert set(status["exports"]) == {*EVERY_FORMAT, "onnx_fp16", "onnx_int8"}
-    assert "onnx_fp16, onnx_int8 within 100 points of the float32" in status["message"]
+    variants = ["onnx_fp16", "onnx_int8", "coreml_fp16", "coreml_int8"]
+    assert set(status["exports"]) == {*EVERY_FORMAT, *variants}
+    assert f"{', '.join(variants)} within 100 points of the float32" in status["message"]
     manifest = requests.get(status["manifest"], timeout=30).json()
     table = manifest["precisions"]
     assert [(r["key"], r["delivered"]) for r in table["rows"]] == [
         ("onnx", True),
         ("onnx_fp16", True),
         ("onnx_int8", True),
+        ("coreml", True),
+        ("coreml_fp16", True),
+        ("coreml_int8", True),
     ]
     assert table["images"] == report["classes"]["good"]["val"] + report["classes"]["bad"]["val"]
     assert requests.get(status["files"]["metrics"], timeout=30).json()["export_precisions"] == table

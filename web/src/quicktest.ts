@@ -23,7 +23,7 @@ export interface Manifest {
   precisions?: {
     images: number;
     tolerance: number;
-    rows: { key: string; precision: string; delivered: boolean; size_bytes: number | null; accuracy: number | null; agreement: number | null; latency_ms: number | null; reason: string | null }[];
+    rows: { key: string; precision: string; delivered: boolean; size_bytes: number | null; accuracy: number | null; agreement: number | null; latency_ms: number | null; reason: string | null; simulated: string | null }[];
   } | null;
 }
 

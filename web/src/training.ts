@@ -265,12 +265,12 @@ async function showManifest(checks: HTMLElement, quick: HTMLElement, status: Sta
           "table",
           { id: "precisions" },
           h("caption", {}, `Precision variants, scored on ${table.images} validation images (tolerance ${percent(table.tolerance)})`),
-          h("thead", {}, h("tr", {}, ...["file", "delivered", "size", "accuracy", "agreement", "latency"].map((t) => h("th", {}, t)))),
+          h("thead", {}, h("tr", {}, ...["file", "delivered", "size", "accuracy", "agreement", "latency", "scored"].map((t) => h("th", {}, t)))),
           h(
             "tbody",
             {},
             ...table.rows.map((r) =>
-              h("tr", {}, h("td", {}, r.key), h("td", {}, r.delivered ? "yes" : `no: ${r.reason ?? ""}`), h("td", {}, bytes(r.size_bytes)), h("td", {}, percent(r.accuracy)), h("td", {}, percent(r.agreement)), h("td", {}, r.latency_ms == null ? "–" : `${r.latency_ms.toFixed(2)} ms`)),
+              h("tr", {}, h("td", {}, r.key), h("td", {}, r.delivered ? "yes" : `no: ${r.reason ?? ""}`), h("td", {}, bytes(r.size_bytes)), h("td", {}, percent(r.accuracy)), h("td", {}, percent(r.agreement)), h("td", {}, r.latency_ms == null ? "–" : `${r.latency_ms.toFixed(2)} ms`), h("td", {}, r.simulated ? `simulated: ${r.simulated}` : "this file")),
             ),
           ),
         )

@@ -34,8 +34,9 @@ PROBABILITIES_OUTPUT = "classLabel_probs"
 COMPUTE_PRECISION = "float32"
 
 
-def convert(module: Any, size: int, **options: Any) -> Any:
-    """An ML Program from a traced module with our RGB image input, in float32, unloaded.
+def convert(module: Any, size: int, compute_precision: str = "float32", **options: Any) -> Any:
+    """An ML Program from a traced module with our RGB image input, unloaded; float32
+    unless asked for float16 (weights and arithmetic: the fp16 variant).
 
     Shared by classifiers and detectors: options name the outputs (and a classifier config).
     """
@@ -55,7 +56,7 @@ def convert(module: Any, size: int, **options: Any) -> Any:
         ],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
-        compute_precision=ct.precision.FLOAT32,
+        compute_precision=ct.precision(compute_precision),
         skip_model_load=True,  # no Core ML framework on Linux
         **options,
     )
@@ -63,6 +64,29 @@ def convert(module: Any, size: int, **options: Any) -> Any:
 
 def export(ctx: ExportContext) -> Exported:
     """Convert a trace of the wrapper to out_dir/model.mlpackage.zip."""
+    size = ctx.image_size
+    path = ctx.out_dir / FILE_NAME
+    save_zipped(classifier_program(ctx), path)
+    return Exported(
+        files=[(path, "model")],
+        details={
+            "model_type": "mlprogram",
+            "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
+            "compute_precision": COMPUTE_PRECISION,
+            "input_shape": [1, 3, size, size],
+            "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
+            "outputs": [LABEL_OUTPUT, PROBABILITIES_OUTPUT],
+            "vision_crop_and_scale": "centerCrop",
+            "package": f"{FILE_NAME} holds the folder {PACKAGE_NAME}/ (unzip for Xcode)",
+        },
+    )
+
+
+def classifier_program(
+    ctx: ExportContext, compute_precision: str = COMPUTE_PRECISION, precision: str | None = None
+) -> Any:
+    """The classifier's ML Program with its labels, descriptions and metadata (plus
+    `precision` for a variant)."""
     import coremltools as ct
 
     size = ctx.image_size
@@ -71,6 +95,7 @@ def export(ctx: ExportContext) -> Exported:
     mlmodel = convert(
         torchscript.trace(ctx),
         size,
+        compute_precision,
         # Naming the probabilities keeps the converter from renaming an anonymous tensor.
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
         classifier_config=ct.ClassifierConfig(
@@ -91,30 +116,23 @@ def export(ctx: ExportContext) -> Exported:
     mlmodel.output_description[LABEL_OUTPUT] = "most probable label"
     mlmodel.output_description[PROBABILITIES_OUTPUT] = "probability of every label"
     mlmodel.user_defined_metadata.update(ctx.string_metadata())
-    path = ctx.out_dir / FILE_NAME
+    if precision is not None:
+        mlmodel.user_defined_metadata["precision"] = precision
+    return mlmodel
+
+
+def save_zipped(mlmodel: Any, path: Path) -> None:
+    """Save an ML Program as PACKAGE_NAME/ inside the zip at path."""
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / PACKAGE_NAME
         mlmodel.save(str(package))
         zip_folder(package, path)
-    return Exported(
-        files=[(path, "model")],
-        details={
-            "model_type": "mlprogram",
-            "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
-            "compute_precision": COMPUTE_PRECISION,
-            "input_shape": [1, 3, size, size],
-            "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
-            "outputs": [LABEL_OUTPUT, PROBABILITIES_OUTPUT],
-            "vision_crop_and_scale": "centerCrop",
-            "package": f"{FILE_NAME} holds the folder {PACKAGE_NAME}/ (unzip for Xcode)",
-        },
-    )
 
 
 def check(ctx: ExportContext, exported: Exported) -> Check:
     """Unzip the shipped file and verify its spec: input, preprocessing, outputs, labels."""
     spec = load_zipped_spec(exported.model_path)
-    return spec_check("coremltools spec (Core ML does not run on Linux)", *_inspect(ctx, spec))
+    return spec_check("coremltools spec (Core ML does not run on Linux)", *inspect(ctx, spec))
 
 
 def load_zipped_spec(path: Path) -> Any:
@@ -127,7 +145,9 @@ def load_zipped_spec(path: Path) -> Any:
         return ct.utils.load_spec(str(Path(tmp) / PACKAGE_NAME))
 
 
-def _inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
+def inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
+    """What is wrong with a classifier's spec (input, its 1/255 scale, outputs, labels,
+    softmax), and what was read."""
     problems: list[str] = []
     details: dict[str, Any] = {"specification_version": spec.specificationVersion}
     if spec.WhichOneof("Type") != "mlProgram":
@@ -172,6 +192,9 @@ def _program_problems(ctx: ExportContext, spec: Any, details: dict[str, Any]) ->
     if classes != ctx.labels:
         problems.append(f"class labels are {classes}, expected {ctx.labels}")
     source = classify[0].inputs["probabilities"].arguments[0].name
+    # A float16 program casts its probabilities back to float32 before classify.
+    while source in producers and producers[source].type == "cast":
+        source = producers[source].inputs["x"].arguments[0].name
     details["probabilities_from"] = producers[source].type if source in producers else None
     if details["probabilities_from"] != "softmax":
         problems.append("the classifier's probabilities do not come from a softmax")

@@ -184,7 +184,7 @@ def export_all(
         gather = variant_data
 
         def make_variants(results: Mapping[str, FormatResult]) -> tuple[PrecisionTable, list[Path]]:
-            return variants.precision_table(ctx, wanted, tolerance, gather, results.get("onnx"))
+            return variants.precision_table(ctx, wanted, tolerance, gather, results)
 
     return export_formats(
         ctx,

@@ -183,6 +183,11 @@ class PrecisionRow(BaseModel):
     )
     seconds: float | None = Field(default=None, description="to make and measure it")
     reason: str | None = Field(default=None, description="why it was not delivered")
+    simulated: str | None = Field(
+        default=None,
+        description="what the scores come from when the file cannot run here (Core ML on "
+        "Linux): the same change simulated in PyTorch; null when the file itself was scored",
+    )
 
 
 class PrecisionTable(BaseModel):

@@ -1,4 +1,7 @@
-"""Precision variants of the ONNX export: fp16 and int8 files beside the float32 one.
+"""Precision variants: fp16 and int8 files beside the float32 ONNX and Core ML ones.
+
+The ONNX variants are described here; the Core ML ones, whose scores are simulated in
+PyTorch (no Core ML runtime on Linux), in coreml_variants.py.
 
 Each variant is made from the checked float32 `model.onnx`, keeps its input and output
 (float32 RGB in [0, 1] in, probabilities out: callers change nothing) and its metadata, and
@@ -17,7 +20,7 @@ import logging
 import platform
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from shared.limits import VARIANT_FORMATS
+from worker.export import coreml as coreml_format
+from worker.export import coreml_variants
 from worker.export import onnx as onnx_format
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
 from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
@@ -82,22 +88,37 @@ def precision_table(
     precisions: list[str],
     tolerance: float,
     gather: Callable[[], VariantData],
-    onnx_result: FormatResult | None,
+    results: Mapping[str, FormatResult],
 ) -> tuple[PrecisionTable, list[Path]]:
-    """Make, measure and gate each requested ONNX variant; the table (the float32 ONNX
-    row first) and the variant files to deliver. gather() gives the images, called here:
-    whatever goes wrong (memory, a runtime's error) costs the variants, never the formats
-    already checked."""
+    """Make, measure and gate each requested variant of each requested format that makes
+    variants (ONNX, Core ML); the table (each format's float32 row first) and the variant
+    files to deliver. gather() gives the images, called here: whatever goes wrong (memory,
+    a runtime's error) costs the variants, never the formats already checked."""
     wanted = [p for p in precisions if p != "fp32"]
     try:
-        return _precision_table(ctx, wanted, tolerance, gather(), onnx_result)
+        return _precision_table(ctx, wanted, tolerance, gather(), results)
     except Exception as error:
         log.exception("export %s: scoring the precision variants failed", ctx.model_version)
-        for name in VARIANT_FILES.values():
-            (ctx.out_dir / name).unlink(missing_ok=True)
+        for format_name in VARIANT_MAKERS:
+            for name in VARIANT_MAKERS[format_name].files.values():
+                (ctx.out_dir / name).unlink(missing_ok=True)
         why = f"could not be scored: {_reason(error)}"
-        rows = [_not_made(precision, why) for precision in wanted]
+        rows = [
+            _not_made(format_name, precision, why)
+            for format_name, precision in _requested(wanted, results)
+        ]
         return PrecisionTable(images=0, tolerance=tolerance, rows=rows), []
+
+
+def _requested(variants: list[str], results: Mapping[str, FormatResult]) -> list[tuple[str, str]]:
+    """(format, precision) of every variant asked for that a requested format makes."""
+    return [
+        (format_name, precision)
+        for format_name in VARIANT_MAKERS
+        if format_name in results
+        for precision in variants
+        if format_name in VARIANT_FORMATS[precision]
+    ]
 
 
 def _precision_table(
@@ -105,55 +126,93 @@ def _precision_table(
     variants: list[str],
     tolerance: float,
     data: VariantData,
-    onnx_result: FormatResult | None,
+    results: Mapping[str, FormatResult],
 ) -> tuple[PrecisionTable, list[Path]]:
     import onnxruntime
 
     reference = _pytorch_probabilities(ctx, data.validation)
     labels = data.labels.numpy()
     fp32_accuracy = float((reference.argmax(1) == labels).mean())
-    fp32_path = ctx.out_dir / onnx_format.FILE_NAME
+    scored = Scored(data, reference, labels)
     rows: list[PrecisionRow] = []
     delivered: list[Path] = []
-    base_ok = onnx_result is not None and onnx_result.status == "passed"
-    if base_ok:
-        rows.append(_measured("fp32", fp32_path, data, reference, labels, started=None))
-    for precision in variants:
-        if not base_ok:
-            rows.append(_not_made(precision, "the float32 ONNX export it is made from failed"))
+    requested = _requested(variants, results)
+    for format_name, maker in VARIANT_MAKERS.items():
+        precisions = [p for f, p in requested if f == format_name]
+        if not precisions:
             continue
-        started = time.perf_counter()
-        path = ctx.out_dir / VARIANT_FILES[precision]
-        try:
-            MAKERS[precision](ctx, fp32_path, path, data.calibration)
-            problems = _file_problems(ctx, path, precision)
-            row = None if problems else _measured(precision, path, data, reference, labels, started)
-        except Exception as error:  # the exporters' libraries raise anything
-            log.exception("export %s: the %s variant failed", ctx.model_version, precision)
-            path.unlink(missing_ok=True)
-            rows.append(_not_made(precision, f"could not be made: {_reason(error)}"))
-            continue
-        if row is None:
-            path.unlink()
-            rows.append(_not_made(precision, "; ".join(problems)))
-            continue
-        assert row.accuracy is not None
-        reason = gate_reason(fp32_accuracy, row.accuracy, tolerance)
-        if reason:
-            path.unlink()
-            row = row.model_copy(update={"delivered": False, "file": None, "reason": reason})
-        else:
-            delivered.append(path)
-        rows.append(row)
+        base_ok = results[format_name].status == "passed"
+        if base_ok:
+            rows.append(maker.score(ctx, "fp32", ctx.out_dir / maker.fp32_file, scored, None))
+        for precision in precisions:
+            if not base_ok:
+                why = f"the float32 {format_name} export it is made from failed"
+                rows.append(_not_made(format_name, precision, why))
+                continue
+            row, path = _variant(ctx, maker, format_name, precision, scored)
+            if row.delivered and row.accuracy is not None:
+                reason = gate_reason(fp32_accuracy, row.accuracy, tolerance)
+                if reason:
+                    path.unlink()
+                    row = row.model_copy(
+                        update={"delivered": False, "file": None, "reason": reason}
+                    )
+                else:
+                    delivered.append(path)
+            rows.append(row)
+    simulated = " (Core ML: simulated in PyTorch, no Core ML runtime on Linux)"
     table = PrecisionTable(
         images=len(labels),
         pytorch_fp32_accuracy=fp32_accuracy,
         tolerance=tolerance,
-        runtime=f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)",
+        runtime=f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
+        + (simulated if any(row.format == "coreml" for row in rows) else ""),
         cpu=cpu_description(),
         rows=rows,
     )
     return table, delivered
+
+
+def _variant(
+    ctx: ExportContext, maker: FormatVariants, format_name: str, precision: str, scored: Scored
+) -> tuple[PrecisionRow, Path]:
+    """Make one variant and score it; a row saying why not when either fails (no file left)."""
+    started = time.perf_counter()
+    path = ctx.out_dir / maker.files[precision]
+    try:
+        maker.make(ctx, precision, path, scored.data)
+        problems = maker.problems(ctx, path, precision)
+        if problems:
+            path.unlink()
+            return _not_made(format_name, precision, "; ".join(problems)), path
+        return maker.score(ctx, precision, path, scored, started), path
+    except Exception as error:  # the exporters' libraries raise anything
+        log.exception(
+            "export %s: the %s %s variant failed", ctx.model_version, format_name, precision
+        )
+        path.unlink(missing_ok=True)
+        return _not_made(format_name, precision, f"could not be made: {_reason(error)}"), path
+
+
+@dataclass(frozen=True)
+class Scored:
+    """What every row is scored against: the split, the float32 PyTorch model's
+    probabilities on it (float64) and its labels."""
+
+    data: VariantData
+    reference: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class FormatVariants:
+    """How one format makes, checks and scores its variants."""
+
+    fp32_file: str
+    files: dict[str, str]  # precision → file name
+    make: Callable[[ExportContext, str, Path, VariantData], None]
+    problems: Callable[[ExportContext, Path, str], list[str]]
+    score: Callable[[ExportContext, str, Path, Scored, float | None], PrecisionRow]
 
 
 def _reason(error: BaseException) -> str:
@@ -161,10 +220,10 @@ def _reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-def _not_made(precision: str, why: str) -> PrecisionRow:
+def _not_made(format_name: str, precision: str, why: str) -> PrecisionRow:
     return PrecisionRow(
-        key=variant_key("onnx", precision),
-        format="onnx",
+        key=variant_key(format_name, precision),
+        format=format_name,
         precision=precision,
         delivered=False,
         reason=why,
@@ -223,6 +282,49 @@ def make_int8(ctx: ExportContext, source: Path, target: Path, calibration: torch
 
 
 MAKERS = {"fp16": make_fp16, "int8": make_int8}
+
+
+def _make_onnx(ctx: ExportContext, precision: str, target: Path, data: VariantData) -> None:
+    MAKERS[precision](ctx, ctx.out_dir / onnx_format.FILE_NAME, target, data.calibration)
+
+
+def _score_onnx(
+    _: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
+) -> PrecisionRow:
+    return _measured(precision, path, scored.data, scored.reference, scored.labels, started)
+
+
+def _score_coreml(
+    ctx: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
+) -> PrecisionRow:
+    probabilities = (
+        scored.reference  # the float32 file computes the PyTorch model's numbers
+        if precision == "fp32"
+        else coreml_variants.simulated_probabilities(ctx, precision, scored.data.validation)
+    )
+    return coreml_variants.measured(
+        precision, path, probabilities, scored.reference, scored.labels, started
+    )
+
+
+VARIANT_MAKERS = {
+    "onnx": FormatVariants(
+        fp32_file=onnx_format.FILE_NAME,
+        files=VARIANT_FILES,
+        make=_make_onnx,
+        problems=lambda ctx, path, precision: _file_problems(ctx, path, precision),
+        score=_score_onnx,
+    ),
+    "coreml": FormatVariants(
+        fp32_file=coreml_format.FILE_NAME,
+        files=coreml_variants.VARIANT_FILES,
+        make=lambda ctx, precision, path, _: coreml_variants.make(ctx, precision, path),
+        problems=lambda ctx, path, precision: coreml_variants.spec_problems(ctx, path, precision)[
+            0
+        ],
+        score=_score_coreml,
+    ),
+}
 
 
 def cpu_description() -> dict[str, Any]:

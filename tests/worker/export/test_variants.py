@@ -1,5 +1,6 @@
-"""ONNX precision variants (worker/export/variants.py) of the tiny trained classifier: made,
-scored on a whole validation split with onnxruntime, and gated on accuracy."""
+"""Precision variants (worker/export/variants.py, coreml_variants.py) of the tiny trained
+classifier: made, scored on a whole validation split (onnxruntime; Core ML simulated in
+PyTorch), and gated on accuracy."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.worker.export.conftest import (
 )
 from worker.export import Manifest, export_all
 from worker.export.context import ExportContext
+from worker.export.coreml_variants import spec_problems
 from worker.export.manifest import FormatResult
 from worker.export.variants import VariantData, gate_reason, precision_table
 from worker.export.wrapper import wrap
@@ -46,7 +48,7 @@ def export_variants(
         class_names=LABELS,
         image_size=IMAGE_SIZE,
         architecture=ARCHITECTURE,
-        formats=["onnx"],
+        formats=["onnx", "coreml"],
         check_images=check_images,
         out_dir=out_dir,
         metrics=METRICS,
@@ -76,7 +78,7 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
     table = manifest.precisions
     assert table is not None and table.images == 90 and table.tolerance == 0.05
     rows = {row.key: row for row in table.rows}
-    assert list(rows) == ["onnx", "onnx_fp16", "onnx_int8"]
+    assert list(rows) == ["onnx", "onnx_fp16", "onnx_int8", "coreml", "coreml_fp16", "coreml_int8"]
     assert all(row.delivered for row in rows.values()), [r.reason for r in rows.values()]
     fp32, fp16, int8 = rows["onnx"], rows["onnx_fp16"], rows["onnx_int8"]
     assert fp32.accuracy == table.pytorch_fp32_accuracy > 0.7  # float32 is PyTorch's
@@ -89,12 +91,15 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
     # 89% of them here, 99.1% on a trained MobileNetV3 (docs/exports.md "Precision variants").
     assert fp16.agreement is not None and fp16.agreement >= 0.98
     assert int8.agreement is not None and int8.agreement >= 0.85
+    assert all(row.simulated is None for row in (fp32, fp16, int8))
     for row in (fp16, int8):
         assert row.accuracy is not None and row.accuracy >= table.pytorch_fp32_accuracy - 0.05
         assert row.latency_ms is not None and row.latency_ms > 0
     assert manifest.variant_files() == {
         "onnx_fp16": "model_fp16.onnx",
         "onnx_int8": "model_int8.onnx",
+        "coreml_fp16": "model_fp16.mlpackage.zip",
+        "coreml_int8": "model_int8.mlpackage.zip",
     }
     described = {entry.name: entry for entry in manifest.files}
     assert described["model_int8.onnx"].format == "onnx_int8"
@@ -109,8 +114,10 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
         assert [i.type for i in session.get_inputs()] == ["tensor(float)"]
         assert [o.type for o in session.get_outputs()] == ["tensor(float)"]
     assert manifest.variants_not_delivered() == {}
+    assert table.runtime is not None and "Core ML: simulated in PyTorch" in table.runtime
     saved = json.loads((out_dir / "manifest.json").read_text())
     assert saved["precisions"]["rows"][2]["key"] == "onnx_int8"
+    assert saved["precisions"]["rows"][5]["key"] == "coreml_int8"
     if Path("/proc/cpuinfo").exists():  # Linux names the CPU's int8 instructions
         assert "int8_instructions" in saved["precisions"]["cpu"]
 
@@ -134,7 +141,11 @@ def test_a_variant_beyond_the_tolerance_is_not_delivered(
     black = torch.zeros(8, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     passed = FormatResult(format="onnx", status="passed", files=["model.onnx"])
     table, delivered = precision_table(
-        ctx, ["fp32", "int8"], 0.01, lambda: VariantData(validation, labels, black), passed
+        ctx,
+        ["fp32", "int8"],
+        0.01,
+        lambda: VariantData(validation, labels, black),
+        {"onnx": passed},
     )
     assert [row.key for row in table.rows] == ["onnx", "onnx_int8"]
     int8 = table.rows[1]
@@ -145,10 +156,14 @@ def test_a_variant_beyond_the_tolerance_is_not_delivered(
     # Without its float32 file a variant is not made, and says why.
     failed = FormatResult(format="onnx", status="failed", error="export failed: …")
     table, delivered = precision_table(
-        ctx, ["fp32", "fp16"], 0.01, lambda: VariantData(validation, labels, black), failed
+        ctx,
+        ["fp32", "fp16"],
+        0.01,
+        lambda: VariantData(validation, labels, black),
+        {"onnx": failed},
     )
     assert [(row.key, row.reason) for row in table.rows] == [
-        ("onnx_fp16", "the float32 ONNX export it is made from failed")
+        ("onnx_fp16", "the float32 onnx export it is made from failed")
     ]
 
 
@@ -161,7 +176,7 @@ def test_the_gate_allows_the_tolerance_and_names_the_drop() -> None:
     )
 
 
-def test_variants_need_the_onnx_format_and_the_validation_split(
+def test_variants_need_a_format_that_makes_them_and_the_validation_split(
     classifier: nn.Module, check_images: torch.Tensor, tmp_path: Path
 ) -> None:
     arguments = {
@@ -174,10 +189,56 @@ def test_variants_need_the_onnx_format_and_the_validation_split(
         "metrics": METRICS,
         "model_version": MODEL_VERSION,
     }
-    with pytest.raises(ValueError, match="are onnx files: they need that format and variant"):
+    with pytest.raises(ValueError, match="are coreml, onnx files: they need that format and"):
         export_all(formats=["torch"], precisions=["fp32", "int8"], **arguments)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="they need that format and variant_data"):
         export_all(formats=["onnx"], precisions=["fp32", "fp16"], **arguments)  # type: ignore[arg-type]
     for wrong in (["int8"], [], ["fp32", "bf16"]):
         with pytest.raises(ValueError, match="precisions must include fp32"):
             export_all(formats=["onnx"], precisions=wrong, **arguments)  # type: ignore[arg-type]
+
+
+def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision(
+    classifier: nn.Module, variants: tuple[Manifest, Path]
+) -> None:
+    manifest, out_dir = variants
+    assert manifest.precisions is not None
+    rows = {row.key: row for row in manifest.precisions.rows if row.format == "coreml"}
+    fp32, fp16, int8 = rows["coreml"], rows["coreml_fp16"], rows["coreml_int8"]
+    assert fp32.accuracy == manifest.precisions.pytorch_fp32_accuracy and fp32.agreement == 1
+    assert fp32.simulated is not None and "float32 PyTorch model" in fp32.simulated
+    assert fp16.simulated is not None and "float16" in fp16.simulated
+    assert int8.simulated is not None and "PostTrainingQuantizer" in int8.simulated
+    assert all(row.latency_ms is None and row.delivered for row in (fp32, fp16, int8))
+    assert fp32.size_bytes and fp16.size_bytes and int8.size_bytes
+    assert fp16.size_bytes < 0.6 * fp32.size_bytes and int8.size_bytes < 0.4 * fp32.size_bytes
+    assert fp16.agreement is not None and fp16.agreement >= 0.98
+    assert int8.agreement is not None and int8.agreement >= 0.85
+    assert fp16.max_abs_diff is not None and 0 < fp16.max_abs_diff < 0.05
+    # The spec check reads each file's precision back, and refuses a file without it.
+    wrapper = wrap(classifier)
+    ctx = ExportContext(
+        wrapper,
+        LABELS,
+        IMAGE_SIZE,
+        ARCHITECTURE,
+        MODEL_VERSION,
+        torch.empty(0),
+        torch.empty(0),
+        out_dir,
+    )
+    for precision in ("fp16", "int8"):
+        problems, details = spec_problems(
+            ctx, out_dir / f"model_{precision}.mlpackage.zip", precision
+        )
+        assert problems == [] and details["weights"]["checked"] > 10, (precision, problems)
+        assert details["scale"] == pytest.approx(1 / 255)
+        problems, _ = spec_problems(ctx, out_dir / "model.mlpackage.zip", precision)
+        assert "user-defined metadata lacks precision " + precision in problems
+        assert any(
+            problem.endswith(
+                "weights are not "
+                + ("float16" if precision == "fp16" else "an int8 constant dequantized on load")
+            )
+            for problem in problems
+        ), problems
