@@ -1,10 +1,11 @@
-"""What fp16 and int8 ONNX cost and keep, on a trained model and at a phone's image size.
+"""What fp16 and int8 cost and keep, on a trained model and at a phone's image size.
 
 Two measurements in one run:
 1. accuracy: train ARCHITECTURE on digits (dev/sample_quality.py) with the engine, then
-   export ONNX with every precision through worker.export.export_all, as a job with
-   `export_precision: ["fp32", "fp16", "int8"]` does: size, validation accuracy, agreement
-   with the float32 PyTorch model, latency at batch 1 on one thread;
+   export ONNX and Core ML with every precision through worker.export.export_all, as a job
+   with `export_precision: ["fp32", "fp16", "int8"]` does: size, validation accuracy,
+   agreement with the float32 PyTorch model (Core ML: simulated in PyTorch), latency at
+   batch 1 on one thread (ONNX);
 2. cost at 224 px: the same architecture with random weights (size, latency and export time
    do not depend on training) exported once as float32 ONNX only and once with the variants,
    side by side: the seconds the variants add, and int8/fp32 latency.
@@ -82,7 +83,9 @@ def trained(args: argparse.Namespace) -> None:
         model, class_names, _ = task.load_best(result.checkpoint_best, None)
         images, _ = task.export_images(train_dir, config, 32)
         data = task.variant_data(CALIBRATION_IMAGES)
-        manifest, seconds = export(model, list(class_names), config.image_size, images, data, 0.01)
+        manifest, seconds = export(
+            model, list(class_names), config.image_size, images, data, 0.01, ["onnx", "coreml"]
+        )
     print(f"\nexport with variants: {seconds:.1f} s")
     table(manifest)
 
@@ -102,7 +105,7 @@ def cost(architecture: str, size: int) -> None:
     with tempfile.TemporaryDirectory(prefix="export-cost-") as kept:
         # Random weights on random labels: any tolerance but 1 could withhold a file.
         _, alone = export(model, names, size, images, None, 1.0)
-        manifest, both = export(model, names, size, images, data, 1.0, Path(kept))
+        manifest, both = export(model, names, size, images, data, 1.0, keep=Path(kept))
         print(f"\n{architecture} at {size} px (random weights): float32 ONNX alone {alone:.1f} s,")
         print(f"with fp16 + int8 {both:.1f} s: the variants add {both - alone:.1f} s")
         table(manifest)
@@ -145,6 +148,7 @@ def export(
     images: torch.Tensor,
     data: VariantData | None,
     tolerance: float,
+    formats: list[str] | None = None,
     keep: Path | None = None,
 ) -> tuple[Manifest, float]:
     with tempfile.TemporaryDirectory(prefix="export-") as scratch:
@@ -155,7 +159,7 @@ def export(
             class_names=names,
             image_size=size,
             architecture="bench",
-            formats=["onnx"],
+            formats=formats or ["onnx"],
             check_images=images,
             out_dir=Path(out),
             metrics={},
@@ -176,11 +180,11 @@ def table(manifest: Manifest) -> None:
         f"{precisions.pytorch_fp32_accuracy:.3f}; {precisions.runtime}; CPU "
         f"{precisions.cpu.get('model')} {precisions.cpu.get('int8_instructions')}"
     )
-    print("key        MB      accuracy  agreement  max |dp|  ms/image  seconds  delivered")
+    print("key          MB      accuracy  agreement  max |dp|  ms/image  seconds  delivered")
     for row in precisions.rows:
         size = (row.size_bytes or 0) / 1e6
         print(
-            f"{row.key:<10} {size:6.2f}  {row.accuracy or 0:8.3f}  {row.agreement or 0:9.3f}"
+            f"{row.key:<12} {size:6.2f}  {row.accuracy or 0:8.3f}  {row.agreement or 0:9.3f}"
             f"  {row.max_abs_diff or 0:8.3g}  {row.latency_ms or 0:8.2f}  {row.seconds or 0:7.1f}"
             f"  {'yes' if row.delivered else 'no: ' + (row.reason or '')}"
         )
