@@ -42,7 +42,7 @@ EXPORT_PRECISIONS: tuple[str, ...] = get_args(ExportPrecision)
 DEFAULT_EXPORT_PRECISION: tuple[str, ...] = ("fp32",)
 VARIANT_FORMATS: dict[str, tuple[str, ...]] = {
     "fp16": ("onnx", "coreml"),
-    "int8": ("onnx", "coreml"),
+    "int8": ("onnx", "coreml", "executorch"),
 }
 # A variant more than this below fp32's validation accuracy is not delivered (1 point).
 DEFAULT_EXPORT_TOLERANCE = 0.01

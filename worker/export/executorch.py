@@ -72,13 +72,19 @@ def check(ctx: ExportContext, exported: Exported) -> Check:
     problems = []
     if DELEGATE.encode() not in exported.model_path.read_bytes():
         problems.append(f"the program has no {DELEGATE} delegate")
-    # What an app reads back: every metadata method, returning exactly its string.
-    for key, value in ctx.string_metadata().items():
+    problems += metadata_problems(program, ctx.string_metadata())
+    return with_raw_files(with_problems(result, problems), raw)
+
+
+def metadata_problems(program: Any, metadata: dict[str, str]) -> list[str]:
+    """What an app reads back: every metadata method, returning exactly its string."""
+    problems = []
+    for key, value in metadata.items():
         if key not in program.method_names:
             problems.append(f"the program has no '{key}' method")
         elif program.load_method(key).execute([]) != [value]:
             problems.append(f"the program's '{key}' method returns another value")
-    return with_raw_files(with_problems(result, problems), raw)
+    return problems
 
 
 def _non_delegated(delegation: Any) -> dict[str, int]:

@@ -1,7 +1,9 @@
-"""Precision variants: fp16 and int8 files beside the float32 ONNX and Core ML ones.
+"""Precision variants: fp16 and int8 files beside the float32 ONNX and Core ML ones, and
+int8 beside the ExecuTorch one.
 
 The ONNX variants are described here; the Core ML ones, whose scores are simulated in
-PyTorch (no Core ML runtime on Linux), in coreml_variants.py.
+PyTorch (no Core ML runtime on Linux), in coreml_variants.py; ExecuTorch's in
+executorch_variants.py.
 
 Each variant is made from the checked float32 `model.onnx`, keeps its input and output
 (float32 RGB in [0, 1] in, probabilities out: callers change nothing) and its metadata, and
@@ -30,7 +32,8 @@ import torch
 
 from shared.limits import VARIANT_FORMATS
 from worker.export import coreml as coreml_format
-from worker.export import coreml_variants
+from worker.export import coreml_variants, executorch_variants
+from worker.export import executorch as executorch_format
 from worker.export import onnx as onnx_format
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
 from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
@@ -307,6 +310,14 @@ def _score_coreml(
     )
 
 
+def _score_executorch(
+    _: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
+) -> PrecisionRow:
+    return executorch_variants.measured(
+        precision, path, scored.data.validation, scored.reference, scored.labels, started
+    )
+
+
 VARIANT_MAKERS = {
     "onnx": FormatVariants(
         fp32_file=onnx_format.FILE_NAME,
@@ -323,6 +334,15 @@ VARIANT_MAKERS = {
             0
         ],
         score=_score_coreml,
+    ),
+    "executorch": FormatVariants(
+        fp32_file=executorch_format.FILE_NAME,
+        files=executorch_variants.VARIANT_FILES,
+        make=lambda ctx, precision, path, data: executorch_variants.make(
+            ctx, precision, path, data.calibration
+        ),
+        problems=executorch_variants.problems,
+        score=_score_executorch,
     ),
 }
 

@@ -1,0 +1,108 @@
+"""The int8 variant of the ExecuTorch export: PT2E static quantization for XNNPACK.
+
+The wrapper is captured with torch.export, prepared with XNNPACK's quantizer (int8,
+symmetric, per output channel weights; int8 activations whose ranges come from up to 256
+training images), converted, exported again and lowered to XNNPACK like the float32
+program, with the same metadata methods plus `precision`. Unlike Core ML it runs here: it is
+scored in the ExecuTorch runtime itself, one image at a time as an app runs it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from worker.export import executorch
+from worker.export.context import ExportContext
+from worker.export.manifest import PrecisionRow
+
+VARIANT_FILES = {"int8": "model_int8.pte"}
+LATENCY_WARMUP, LATENCY_RUNS = 3, 20
+
+
+def make(ctx: ExportContext, precision: str, target: Path, calibration: torch.Tensor) -> None:
+    """Write the int8 program to target."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from executorch.exir import to_edge_transform_and_lower
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if precision != "int8":
+        raise ValueError(f"ExecuTorch variants are int8 only, not {precision}")
+    sample = (ctx.sample(1),)
+    captured = torch.export.export(ctx.wrapper, sample).module()
+    quantizer = XNNPACKQuantizer().set_global(
+        get_symmetric_quantization_config(is_per_channel=True)
+    )
+    prepared = prepare_pt2e(captured, quantizer)
+    with torch.no_grad():
+        for image in calibration:  # the program's static batch of 1
+            prepared((image.float() / 255).unsqueeze(0))
+    quantized = torch.export.export(convert_pt2e(prepared), sample)
+    edge = to_edge_transform_and_lower(
+        quantized,
+        partitioner=[XnnpackPartitioner()],
+        constant_methods={**ctx.string_metadata(), "precision": precision},
+    )
+    target.write_bytes(edge.to_executorch().buffer)
+
+
+def problems(ctx: ExportContext, path: Path, precision: str) -> list[str]:
+    """The float32 program's promises: the XNNPACK delegate, every metadata method (and
+    `precision`) returning its string."""
+    from executorch.runtime import Runtime
+
+    program = Runtime.get().load_program(path)
+    found = executorch.metadata_problems(program, {**ctx.string_metadata(), "precision": precision})
+    if executorch.DELEGATE.encode() not in path.read_bytes():
+        found.append(f"the program has no {executorch.DELEGATE} delegate")
+    return found
+
+
+def measured(
+    precision: str,
+    path: Path,
+    validation: torch.Tensor,
+    reference: np.ndarray,
+    labels: np.ndarray,
+    started: float | None,
+) -> PrecisionRow:
+    """Score the program in the ExecuTorch runtime on the validation split, one image at a
+    time, and time it at batch 1."""
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+
+    def run(image: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = method.execute([(image.float() / 255).unsqueeze(0).contiguous()])[0]
+        return output
+
+    probabilities = torch.cat([run(image) for image in validation]).double().numpy()
+    for _ in range(LATENCY_WARMUP):
+        run(validation[0])
+    times = []
+    for _ in range(LATENCY_RUNS):
+        begun = time.perf_counter()
+        run(validation[0])
+        times.append(time.perf_counter() - begun)
+    top1 = probabilities.argmax(1)
+    return PrecisionRow(
+        key="executorch" if precision == "fp32" else f"executorch_{precision}",
+        format="executorch",
+        precision=precision,
+        delivered=True,
+        file=path.name,
+        size_bytes=path.stat().st_size,
+        accuracy=float((top1 == labels).mean()),
+        agreement=float((top1 == reference.argmax(1)).mean()),
+        max_abs_diff=float(np.abs(probabilities - reference).max()),
+        latency_ms=round(statistics.median(times) * 1000, 3),
+        seconds=None if started is None else round(time.perf_counter() - started, 3),
+    )
