@@ -792,7 +792,7 @@ class StatusResponse(BaseModel):
     exports: dict[str, str] = Field(
         default_factory=dict,
         description="format (or precision variant: onnx_fp16, onnx_int8, coreml_fp16, "
-        "coreml_int8) → download URL (expires; ask again for fresh)",
+        "coreml_int8, executorch_int8) → download URL (expires; ask again for fresh)",
     )
     manifest: str | None = Field(default=None, description="download URL of manifest.json")
     dataset_report: str | None = Field(

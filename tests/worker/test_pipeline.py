@@ -186,9 +186,9 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
     assert row.checkpoint_blob == f".resume/clinic/teeth/{row.claim_token}/{row.checkpoints}.pt"
     assert [name for name in names if name.startswith(".resume/")] == [row.checkpoint_blob]
 
-    # Every format (and each ONNX and Core ML variant) is delivered behind a download URL,
-    # byte-identical to what the manifest lists.
-    variants = ["onnx_fp16", "onnx_int8", "coreml_fp16", "coreml_int8"]
+    # Every format (and each ONNX, Core ML and ExecuTorch variant) is delivered behind a
+    # download URL, byte-identical to what the manifest lists.
+    variants = ["onnx_fp16", "onnx_int8", "coreml_fp16", "coreml_int8", "executorch_int8"]
     assert set(status["exports"]) == {*EVERY_FORMAT, *variants}
     assert f"{', '.join(variants)} within 100 points of the float32" in status["message"]
     manifest = requests.get(status["manifest"], timeout=30).json()
@@ -200,6 +200,8 @@ def test_azure_folder_trains_to_success_with_signed_ordered_webhooks(
         ("coreml", True),
         ("coreml_fp16", True),
         ("coreml_int8", True),
+        ("executorch", True),
+        ("executorch_int8", True),
     ]
     assert table["images"] == report["classes"]["good"]["val"] + report["classes"]["bad"]["val"]
     assert requests.get(status["files"]["metrics"], timeout=30).json()["export_precisions"] == table

@@ -48,7 +48,7 @@ def export_variants(
         class_names=LABELS,
         image_size=IMAGE_SIZE,
         architecture=ARCHITECTURE,
-        formats=["onnx", "coreml"],
+        formats=["onnx", "coreml", "executorch"],
         check_images=check_images,
         out_dir=out_dir,
         metrics=METRICS,
@@ -78,7 +78,16 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
     table = manifest.precisions
     assert table is not None and table.images == 90 and table.tolerance == 0.05
     rows = {row.key: row for row in table.rows}
-    assert list(rows) == ["onnx", "onnx_fp16", "onnx_int8", "coreml", "coreml_fp16", "coreml_int8"]
+    assert list(rows) == [
+        "onnx",
+        "onnx_fp16",
+        "onnx_int8",
+        "coreml",
+        "coreml_fp16",
+        "coreml_int8",
+        "executorch",
+        "executorch_int8",
+    ]
     assert all(row.delivered for row in rows.values()), [r.reason for r in rows.values()]
     fp32, fp16, int8 = rows["onnx"], rows["onnx_fp16"], rows["onnx_int8"]
     assert fp32.accuracy == table.pytorch_fp32_accuracy > 0.7  # float32 is PyTorch's
@@ -100,6 +109,7 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
         "onnx_int8": "model_int8.onnx",
         "coreml_fp16": "model_fp16.mlpackage.zip",
         "coreml_int8": "model_int8.mlpackage.zip",
+        "executorch_int8": "model_int8.pte",
     }
     described = {entry.name: entry for entry in manifest.files}
     assert described["model_int8.onnx"].format == "onnx_int8"
@@ -189,7 +199,7 @@ def test_variants_need_a_format_that_makes_them_and_the_validation_split(
         "metrics": METRICS,
         "model_version": MODEL_VERSION,
     }
-    with pytest.raises(ValueError, match="are coreml, onnx files: they need that format and"):
+    with pytest.raises(ValueError, match="are coreml, executorch, onnx files: they need that"):
         export_all(formats=["torch"], precisions=["fp32", "int8"], **arguments)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="they need that format and variant_data"):
         export_all(formats=["onnx"], precisions=["fp32", "fp16"], **arguments)  # type: ignore[arg-type]
@@ -242,3 +252,22 @@ def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision
             )
             for problem in problems
         ), problems
+
+
+def test_the_executorch_int8_program_is_smaller_and_scored_in_its_runtime(
+    variants: tuple[Manifest, Path],
+) -> None:
+    from executorch.runtime import Runtime
+
+    manifest, out_dir = variants
+    assert manifest.precisions is not None
+    rows = {row.key: row for row in manifest.precisions.rows if row.format == "executorch"}
+    fp32, int8 = rows["executorch"], rows["executorch_int8"]
+    assert fp32.simulated is None and int8.simulated is None  # the runtime ran the files
+    assert fp32.agreement == 1.0 and fp32.max_abs_diff is not None and fp32.max_abs_diff < 1e-4
+    assert fp32.size_bytes and int8.size_bytes and int8.size_bytes < 0.5 * fp32.size_bytes
+    assert int8.agreement is not None and int8.agreement >= 0.85
+    assert int8.delivered and int8.latency_ms is not None and int8.latency_ms > 0
+    program = Runtime.get().load_program(out_dir / "model_int8.pte")
+    assert program.load_method("precision").execute([]) == ["int8"]
+    assert json.loads(program.load_method("labels").execute([])[0]) == LABELS
