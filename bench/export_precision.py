@@ -2,10 +2,10 @@
 
 Two measurements in one run:
 1. accuracy: train ARCHITECTURE on digits (dev/sample_quality.py) with the engine, then
-   export ONNX and Core ML with every precision through worker.export.export_all, as a job
+   export ONNX, Core ML and ExecuTorch with every precision through export_all, as a job
    with `export_precision: ["fp32", "fp16", "int8"]` does: size, validation accuracy,
    agreement with the float32 PyTorch model (Core ML: simulated in PyTorch), latency at
-   batch 1 on one thread (ONNX);
+   batch 1 on one thread (ONNX; ExecuTorch: its runtime's default threads);
 2. cost at 224 px: the same architecture with random weights (size, latency and export time
    do not depend on training) exported once as float32 ONNX only and once with the variants,
    side by side: the seconds the variants add, and int8/fp32 latency.
@@ -39,6 +39,7 @@ from worker.export.context import INPUT_NAME
 from worker.export.variants import CALIBRATION_IMAGES, VariantData
 
 PRECISIONS = ["fp32", "fp16", "int8"]
+TRAINED_FORMATS = ["onnx", "coreml", "executorch"]  # every format that makes variants
 
 
 def main() -> None:
@@ -84,7 +85,7 @@ def trained(args: argparse.Namespace) -> None:
         images, _ = task.export_images(train_dir, config, 32)
         data = task.variant_data(CALIBRATION_IMAGES)
         manifest, seconds = export(
-            model, list(class_names), config.image_size, images, data, 0.01, ["onnx", "coreml"]
+            model, list(class_names), config.image_size, images, data, 0.01, TRAINED_FORMATS
         )
     print(f"\nexport with variants: {seconds:.1f} s")
     table(manifest)
