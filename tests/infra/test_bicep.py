@@ -167,6 +167,32 @@ def test_a_lifecycle_rule_deletes_old_resume_checkpoints_and_nothing_else() -> N
     assert module_params("storage")["checkpointRetentionDays"] == "checkpointRetentionDays"
 
 
+def test_only_the_web_page_may_read_blobs_from_a_browser() -> None:
+    """The page fetches models and metrics through SAS URLs: the blob service's one CORS rule
+    lets the Function App's own origin GET and HEAD, nothing else (docs/web.md)."""
+    from shared.storage.account import web_cors_rule
+
+    storage = module("storage")
+    (blobs,) = resources(storage, "Microsoft.Storage/storageAccounts/blobServices").values()
+    (rule,) = blobs["properties"]["cors"]["corsRules"]
+    assert rule["allowedOrigins"] == "webOrigins"
+    assert module_params("storage")["webOrigins"] == [
+        "https://${names.functionApp}.azurewebsites.net"
+    ]
+    assert module_params("api")["name"] == {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": "names", "operand_2": "functionApp"},
+        }
+    }
+    # The same rule as the dev stack's, which the browser tests exercise.
+    local = web_cors_rule(["https://example.net"])
+    assert rule["allowedMethods"] == local.allowed_methods.split(",") == ["GET", "HEAD"]
+    assert rule["allowedHeaders"] == local.allowed_headers.split(",")
+    assert rule["exposedHeaders"] == local.exposed_headers.split(",")
+    assert rule["maxAgeInSeconds"] == local.max_age_in_seconds
+
+
 # --- identities and roles -------------------------------------------------------------------------
 
 

@@ -249,3 +249,18 @@ def test_a_detectors_quick_test_draws_the_boxes_onnxruntime_finds(
             assert abs(got["score"] - reference["score"]) <= 1e-3
     SCREENSHOTS.mkdir(exist_ok=True)
     page.locator("#quick-test").screenshot(path=str(SCREENSHOTS / "quick-test-detector.png"))
+
+    # The list's buttons, each after a confirmation: cancel a queued training, delete one.
+    queued = StartTrainingRequest.model_validate(start_body(profile_id="clinic"))
+    JobsTable(StorageAccount(settings).table(settings.trainings_table)).insert(
+        TrainingRow.from_request(queued, None, "queued-job")
+    )
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(api_url + "/ui/#/")
+    waiting = page.locator(f'tr[data-name="{queued.project_name}"]')
+    expect(waiting).to_have_attribute("data-state", "PENDING")
+    waiting.locator("button.cancel").click()
+    expect(waiting).to_have_attribute("data-state", "CANCELLED")
+    page.locator('tr[data-name="boxes"] button.delete').click()
+    expect(page.locator('tr[data-name="boxes"]')).to_have_count(0)
+    assert client.get("/statustraining/clinic/boxes").status_code == 404
