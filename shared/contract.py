@@ -516,11 +516,15 @@ class StartTrainingRequest(BaseModel):
                 "(detection exports are float32)",
             )
         for precision in variants:
-            if not set(self.export) & set(VARIANT_FORMATS[precision]):
+            makers = VARIANT_FORMATS[precision]
+            if not set(self.export) & set(makers):
+                named = (
+                    makers[0] if len(makers) == 1 else f"{', '.join(makers[:-1])} or {makers[-1]}"
+                )
                 raise _fail(
                     "export_precision",
-                    f"export_precision '{precision}' is made for export format "
-                    f"{' or '.join(VARIANT_FORMATS[precision])}, and export names neither "
+                    f"export_precision '{precision}' is made for export format"
+                    f"{'s' if len(makers) > 1 else ''} {named}, and export names none of them "
                     f"(got {', '.join(self.export)})",
                 )
         if self.model_type == "detection":

@@ -100,8 +100,8 @@ def test_invalid_parameters_are_refused_with_the_apis_rule(
         "train", str(photos), "--project=x", "--export=torch", "--export-precision=int8"
     )
     assert result.stderr == (
-        "error: export_precision 'int8' is made for export format onnx or coreml, and export "
-        "names neither (got torch)\n"
+        "error: export_precision 'int8' is made for export formats onnx, coreml or "
+        "executorch, and export names none of them (got torch)\n"
     )
     assert uploaded(azurite, dataset_container) == []
 

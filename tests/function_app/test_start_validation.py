@@ -111,8 +111,8 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     (
         "export_precision no requested format makes",
         {"export_precision": ["fp32", "int8"], "export": ["pytorchmobile", "torch"]},
-        "export_precision 'int8' is made for export format onnx or coreml, and export names "
-        "neither (got pytorchmobile, torch)",
+        "export_precision 'int8' is made for export formats onnx, coreml or executorch, and "
+        "export names none of them (got pytorchmobile, torch)",
     ),
     (
         "export_precision for a detector",
