@@ -16,7 +16,6 @@ int8 scheme. The table marks these rows `simulated`.
 from __future__ import annotations
 
 import copy
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from worker.export import coreml
 from worker.export.context import ExportContext
 from worker.export.manifest import PrecisionRow
+from worker.export.precision_rows import scored_row
 
 VARIANT_FILES = {"fp16": "model_fp16.mlpackage.zip", "int8": "model_int8.mlpackage.zip"}
 SIMULATED_BY = {
@@ -157,17 +157,13 @@ def measured(
     started: float | None,
 ) -> PrecisionRow:
     """The table row of one Core ML file: its size, the simulated scores, no latency."""
-    top1 = probabilities.argmax(1)
-    return PrecisionRow(
-        key="coreml" if precision == "fp32" else f"coreml_{precision}",
-        format="coreml",
-        precision=precision,
-        delivered=True,
-        file=path.name,
-        size_bytes=path.stat().st_size,
-        accuracy=float((top1 == labels).mean()),
-        agreement=float((top1 == reference.argmax(1)).mean()),
-        max_abs_diff=float(np.abs(probabilities - reference).max()),
+    return scored_row(
+        "coreml",
+        precision,
+        path,
+        probabilities,
+        reference,
+        labels,
         simulated=SIMULATED_BY[precision],
-        seconds=None if started is None else round(time.perf_counter() - started, 3),
+        started=started,
     )

@@ -19,6 +19,7 @@ import torch
 from worker.export import executorch
 from worker.export.context import ExportContext
 from worker.export.manifest import PrecisionRow
+from worker.export.precision_rows import scored_row
 
 VARIANT_FILES = {"int8": "model_int8.pte"}
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
@@ -92,17 +93,13 @@ def measured(
         begun = time.perf_counter()
         run(validation[0])
         times.append(time.perf_counter() - begun)
-    top1 = probabilities.argmax(1)
-    return PrecisionRow(
-        key="executorch" if precision == "fp32" else f"executorch_{precision}",
-        format="executorch",
-        precision=precision,
-        delivered=True,
-        file=path.name,
-        size_bytes=path.stat().st_size,
-        accuracy=float((top1 == labels).mean()),
-        agreement=float((top1 == reference.argmax(1)).mean()),
-        max_abs_diff=float(np.abs(probabilities - reference).max()),
+    return scored_row(
+        "executorch",
+        precision,
+        path,
+        probabilities,
+        reference,
+        labels,
         latency_ms=round(statistics.median(times) * 1000, 3),
-        seconds=None if started is None else round(time.perf_counter() - started, 3),
+        started=started,
     )

@@ -37,6 +37,7 @@ from worker.export import executorch as executorch_format
 from worker.export import onnx as onnx_format
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
 from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
+from worker.export.precision_rows import not_made, scored_row
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -62,11 +63,6 @@ class VariantData:
     validation: torch.Tensor  # uint8 N×3×S×S, the validation split
     labels: torch.Tensor  # int64 N
     calibration: torch.Tensor  # uint8 M×3×S×S, M ≤ CALIBRATION_IMAGES training images
-
-
-def variant_key(format_name: str, precision: str) -> str:
-    """The status `exports` key: the plain format name stays float32."""
-    return format_name if precision == "fp32" else f"{format_name}_{precision}"
 
 
 def gate_reason(fp32_accuracy: float, accuracy: float, tolerance: float) -> str | None:
@@ -107,7 +103,7 @@ def precision_table(
                 (ctx.out_dir / name).unlink(missing_ok=True)
         why = f"could not be scored: {_reason(error)}"
         rows = [
-            _not_made(format_name, precision, why)
+            not_made(format_name, precision, why)
             for format_name, precision in _requested(wanted, results)
         ]
         return PrecisionTable(images=0, tolerance=tolerance, rows=rows), []
@@ -150,7 +146,7 @@ def _precision_table(
         for precision in precisions:
             if not base_ok:
                 why = f"the float32 {format_name} export it is made from failed"
-                rows.append(_not_made(format_name, precision, why))
+                rows.append(not_made(format_name, precision, why))
                 continue
             row, path = _variant(ctx, maker, format_name, precision, scored)
             if row.delivered and row.accuracy is not None:
@@ -187,14 +183,14 @@ def _variant(
         problems = maker.problems(ctx, path, precision)
         if problems:
             path.unlink()
-            return _not_made(format_name, precision, "; ".join(problems)), path
+            return not_made(format_name, precision, "; ".join(problems)), path
         return maker.score(ctx, precision, path, scored, started), path
     except Exception as error:  # the exporters' libraries raise anything
         log.exception(
             "export %s: the %s %s variant failed", ctx.model_version, format_name, precision
         )
         path.unlink(missing_ok=True)
-        return _not_made(format_name, precision, f"could not be made: {_reason(error)}"), path
+        return not_made(format_name, precision, f"could not be made: {_reason(error)}"), path
 
 
 @dataclass(frozen=True)
@@ -221,16 +217,6 @@ class FormatVariants:
 def _reason(error: BaseException) -> str:
     first = (str(error).splitlines() or [""])[0][:MAX_REASON_CHARS]
     return f"{type(error).__name__}: {first}"
-
-
-def _not_made(format_name: str, precision: str, why: str) -> PrecisionRow:
-    return PrecisionRow(
-        key=variant_key(format_name, precision),
-        format=format_name,
-        precision=precision,
-        delivered=False,
-        reason=why,
-    )
 
 
 def make_fp16(ctx: ExportContext, source: Path, target: Path, _: torch.Tensor) -> None:
@@ -401,19 +387,15 @@ def _measured(
     probabilities = np.concatenate(
         [_run(session, batch) for batch in _float_batches(data.validation, SCORE_BATCH)]
     )
-    top1 = probabilities.argmax(1)
-    return PrecisionRow(
-        key=variant_key("onnx", precision),
-        format="onnx",
-        precision=precision,
-        delivered=True,
-        file=path.name,
-        size_bytes=path.stat().st_size,
-        accuracy=float((top1 == labels).mean()),
-        agreement=float((top1 == reference.argmax(1)).mean()),
-        max_abs_diff=float(np.abs(probabilities.astype(np.float64) - reference).max()),
+    return scored_row(
+        "onnx",
+        precision,
+        path,
+        probabilities,
+        reference,
+        labels,
         latency_ms=_latency_ms(path, data.validation[:1]),
-        seconds=None if started is None else round(time.perf_counter() - started, 3),
+        started=started,
     )
 
 
