@@ -553,7 +553,7 @@ class Job:
         params = self.row.params
         formats = params.export
         variants = [name for name in params.export_precision if name != "fp32"]
-        also = f" (and {', '.join(variants)} ONNX variants)" if variants else ""
+        also = f" (and their {', '.join(variants)} variants)" if variants else ""
         self.advance(State.EXPORTING, f"exporting {', '.join(formats)}{also} and checking each")
         model, class_names, config = self.task.load_best(
             result.checkpoint_best, self.settings.weights_dir

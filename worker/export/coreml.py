@@ -121,10 +121,16 @@ def classifier_program(
     return mlmodel
 
 
+def package_name(path: Path) -> str:
+    """The folder a zip holds: model.mlpackage in model.mlpackage.zip, model_int8.mlpackage in
+    model_int8.mlpackage.zip (variants unzipped side by side never overwrite each other)."""
+    return path.name.removesuffix(".zip")
+
+
 def save_zipped(mlmodel: Any, path: Path) -> None:
-    """Save an ML Program as PACKAGE_NAME/ inside the zip at path."""
+    """Save an ML Program as package_name(path)/ inside the zip at path."""
     with tempfile.TemporaryDirectory() as tmp:
-        package = Path(tmp) / PACKAGE_NAME
+        package = Path(tmp) / package_name(path)
         mlmodel.save(str(package))
         zip_folder(package, path)
 
@@ -142,7 +148,7 @@ def load_zipped_spec(path: Path) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         with zipfile.ZipFile(path) as archive:
             safe_extract(archive, Path(tmp))
-        return ct.utils.load_spec(str(Path(tmp) / PACKAGE_NAME))
+        return ct.utils.load_spec(str(Path(tmp) / package_name(path)))
 
 
 def inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:

@@ -29,7 +29,8 @@ from worker.export.precision_rows import scored_row
 
 VARIANT_FILES = {"fp16": "model_fp16.mlpackage.zip", "int8": "model_int8.mlpackage.zip"}
 SIMULATED_BY = {
-    "fp32": "the float32 PyTorch model (the file computes the same numbers)",
+    "fp32": "the float32 PyTorch model (what the file computes on the CPU; the Neural "
+    "Engine computes in float16 whatever the file says)",
     "fp16": "the PyTorch model in float16 on the CPU",
     "int8": "coremltools.optimize.torch PostTrainingQuantizer (int8, symmetric, per channel)",
 }
@@ -46,8 +47,10 @@ def make(ctx: ExportContext, precision: str, target: Path) -> None:
         import coremltools.optimize.coreml as optimize
 
         config = optimize.OptimizationConfig(
-            # Every weight, however small (the default skips those under 2,048 values):
-            # what the PyTorch simulation quantizes too, and what the check reads back.
+            # Every convolution's and matmul's weight, however small (the default skips
+            # those under 2,048 values; coremltools still keeps biases and constants under
+            # 10 values float): what the PyTorch simulation quantizes too, and what the
+            # check reads back.
             global_config=optimize.OpLinearQuantizerConfig(
                 mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=1
             )

@@ -23,6 +23,7 @@ from worker.export.precision_rows import scored_row
 
 VARIANT_FILES = {"int8": "model_int8.pte"}
 LATENCY_WARMUP, LATENCY_RUNS = 3, 20
+MAX_SIZE_RATIO = 0.5
 
 
 def make(ctx: ExportContext, precision: str, target: Path, calibration: torch.Tensor) -> None:
@@ -46,7 +47,13 @@ def make(ctx: ExportContext, precision: str, target: Path, calibration: torch.Te
     with torch.no_grad():
         for image in calibration:  # the program's static batch of 1
             prepared((image.float() / 255).unsqueeze(0))
-    quantized = torch.export.export(convert_pt2e(prepared), sample)
+    converted = convert_pt2e(prepared)
+    # A quantizer that annotated nothing (an API change) would give a float32 program
+    # labelled int8, as accurate as the original: the gate could not tell.
+    quantized_nodes = [n for n in converted.graph.nodes if "quantize_per" in str(n.target)]
+    if not quantized_nodes:
+        raise RuntimeError("XNNPACK's quantizer quantized nothing")
+    quantized = torch.export.export(converted, sample)
     edge = to_edge_transform_and_lower(
         quantized,
         partitioner=[XnnpackPartitioner()],
@@ -56,14 +63,20 @@ def make(ctx: ExportContext, precision: str, target: Path, calibration: torch.Te
 
 
 def problems(ctx: ExportContext, path: Path, precision: str) -> list[str]:
-    """The float32 program's promises: the XNNPACK delegate, every metadata method (and
-    `precision`) returning its string."""
+    """The float32 program's promises (the XNNPACK delegate, every metadata method and
+    `precision` returning its string), and a size that int8 weights explain."""
     from executorch.runtime import Runtime
 
     program = Runtime.get().load_program(path)
     found = executorch.metadata_problems(program, {**ctx.string_metadata(), "precision": precision})
     if executorch.DELEGATE.encode() not in path.read_bytes():
         found.append(f"the program has no {executorch.DELEGATE} delegate")
+    # int8 weights are a quarter of float32's: a file not under half is not int8.
+    fp32 = ctx.out_dir / executorch.FILE_NAME
+    if fp32.exists() and path.stat().st_size > MAX_SIZE_RATIO * fp32.stat().st_size:
+        found.append(
+            f"the program is not under {MAX_SIZE_RATIO:.0%} of {executorch.FILE_NAME}'s size"
+        )
     return found
 
 

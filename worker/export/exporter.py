@@ -126,9 +126,9 @@ def export_all(
     """Export model in every requested format to out_dir, check each, write the manifest.
 
     class_thresholds go into the manifest and into every format's metadata. precisions
-    beside fp32 (fp16, int8: ONNX variants) are made from the float32 ONNX file, scored on
-    what variant_data() gives and delivered within tolerance of fp32's validation accuracy
-    (variants.py).
+    beside fp32 (fp16, int8) are extra files of the requested formats that make them
+    (VARIANT_FORMATS: ONNX, Core ML, ExecuTorch), scored on what variant_data() gives and
+    delivered within tolerance of fp32's validation accuracy (variants.py).
     check_files, the stored files check_images were decoded from, are also fed through
     host_preprocessing into each runnable format (the raw-file check).
 
@@ -175,13 +175,15 @@ def export_all(
     wanted = [p for p in EXPORT_PRECISIONS if p in asked]
     make_variants = None
     if wanted != ["fp32"]:
-        makers = {f for p in wanted if p != "fp32" for f in VARIANT_FORMATS[p]}
-        if not makers & set(formats) or variant_data is None:
-            raise ValueError(
-                f"precision variants are {', '.join(sorted(makers))} files: they need "
-                "that format and variant_data"
-            )
+        for precision in wanted[1:]:
+            makers = VARIANT_FORMATS[precision]
+            if not set(makers) & set(formats) or variant_data is None:
+                raise ValueError(
+                    f"{precision} variants are {', '.join(sorted(makers))} files: they need "
+                    "one of those formats and variant_data"
+                )
         gather = variant_data
+        assert gather is not None  # refused above
 
         def make_variants(results: Mapping[str, FormatResult]) -> tuple[PrecisionTable, list[Path]]:
             return variants.precision_table(ctx, wanted, tolerance, gather, results)

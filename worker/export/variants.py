@@ -90,9 +90,10 @@ def precision_table(
     results: Mapping[str, FormatResult],
 ) -> tuple[PrecisionTable, list[Path]]:
     """Make, measure and gate each requested variant of each requested format that makes
-    variants (ONNX, Core ML); the table (each format's float32 row first) and the variant
-    files to deliver. gather() gives the images, called here: whatever goes wrong (memory,
-    a runtime's error) costs the variants, never the formats already checked."""
+    variants (ONNX, Core ML, ExecuTorch); the table (each format's float32 row first) and
+    the variant files to deliver. gather() gives the images, called here: whatever goes
+    wrong (memory, a runtime's error) costs the variants, never the formats already checked;
+    a format's float32 file that cannot be scored costs that format's variants only."""
     wanted = [p for p in precisions if p != "fp32"]
     try:
         return _precision_table(ctx, wanted, tolerance, gather(), results)
@@ -136,16 +137,26 @@ def _precision_table(
     rows: list[PrecisionRow] = []
     delivered: list[Path] = []
     requested = _requested(variants, results)
+    formats_scored = []
     for format_name, maker in VARIANT_MAKERS.items():
         precisions = [p for f, p in requested if f == format_name]
         if not precisions:
             continue
-        base_ok = results[format_name].status == "passed"
-        if base_ok:
-            rows.append(maker.score(ctx, "fp32", ctx.out_dir / maker.fp32_file, scored, None))
+        formats_scored.append(format_name)
+        why = None
+        if results[format_name].status != "passed":
+            why = f"the float32 {format_name} export it is made from failed"
+        else:
+            try:
+                fp32_file = ctx.out_dir / maker.fp32_file
+                rows.append(maker.score(ctx, "fp32", fp32_file, scored, None))
+            except Exception as error:  # costs this format's variants only
+                log.exception(
+                    "export %s: scoring the float32 %s file failed", ctx.model_version, format_name
+                )
+                why = f"the float32 {format_name} file could not be scored: {_reason(error)}"
         for precision in precisions:
-            if not base_ok:
-                why = f"the float32 {format_name} export it is made from failed"
+            if why is not None:
                 rows.append(not_made(format_name, precision, why))
                 continue
             row, path = _variant(ctx, maker, format_name, precision, scored)
@@ -159,13 +170,17 @@ def _precision_table(
                 else:
                     delivered.append(path)
             rows.append(row)
-    simulated = " (Core ML: simulated in PyTorch, no Core ML runtime on Linux)"
+    scored_by = {
+        "onnx": f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider, one thread "
+        "for latency)",
+        "coreml": "Core ML: simulated in PyTorch (no Core ML runtime on Linux)",
+        "executorch": "ExecuTorch runtime (XNNPACK, its default threads)",
+    }
     table = PrecisionTable(
         images=len(labels),
         pytorch_fp32_accuracy=fp32_accuracy,
         tolerance=tolerance,
-        runtime=f"onnxruntime {onnxruntime.__version__} (CPUExecutionProvider)"
-        + (simulated if any(row.format == "coreml" for row in rows) else ""),
+        runtime="; ".join(text for name, text in scored_by.items() if name in formats_scored),
         cpu=cpu_description(),
         rows=rows,
     )
@@ -177,7 +192,7 @@ def _variant(
 ) -> tuple[PrecisionRow, Path]:
     """Make one variant and score it; a row saying why not when either fails (no file left)."""
     started = time.perf_counter()
-    path = ctx.out_dir / maker.files[precision]
+    path = ctx.out_dir / maker.files.get(precision, f"{format_name}_{precision}.unmade")
     try:
         maker.make(ctx, precision, path, scored.data)
         problems = maker.problems(ctx, path, precision)

@@ -175,6 +175,22 @@ def test_a_variant_beyond_the_tolerance_is_not_delivered(
     assert [(row.key, row.reason) for row in table.rows] == [
         ("onnx_fp16", "the float32 onnx export it is made from failed")
     ]
+    # A format whose float32 file cannot be scored (here: no model.pte at all) costs its own
+    # variants only; the ONNX one is made, scored and delivered beside it.
+    executorch = FormatResult(format="executorch", status="passed", files=["model.pte"])
+    table, delivered = precision_table(
+        ctx,
+        ["fp32", "int8"],
+        1.0,
+        lambda: VariantData(validation, labels, validation[:8]),
+        {"onnx": passed, "executorch": executorch},
+    )
+    rows = {row.key: row for row in table.rows}
+    assert list(rows) == ["onnx", "onnx_int8", "executorch_int8"]
+    assert rows["onnx_int8"].delivered and delivered == [tmp_path / "model_int8.onnx"]
+    reason = rows["executorch_int8"].reason or ""
+    assert reason.startswith("the float32 executorch file could not be scored: ")
+    assert table.runtime is not None and "ExecuTorch runtime" in table.runtime
 
 
 def test_the_gate_allows_the_tolerance_and_names_the_drop() -> None:
@@ -199,9 +215,9 @@ def test_variants_need_a_format_that_makes_them_and_the_validation_split(
         "metrics": METRICS,
         "model_version": MODEL_VERSION,
     }
-    with pytest.raises(ValueError, match="are coreml, executorch, onnx files: they need that"):
+    with pytest.raises(ValueError, match="int8 variants are coreml, executorch, onnx files: they"):
         export_all(formats=["torch"], precisions=["fp32", "int8"], **arguments)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="they need that format and variant_data"):
+    with pytest.raises(ValueError, match="they need one of those formats and variant_data"):
         export_all(formats=["onnx"], precisions=["fp32", "fp16"], **arguments)  # type: ignore[arg-type]
     for wrong in (["int8"], [], ["fp32", "bf16"]):
         with pytest.raises(ValueError, match="precisions must include fp32"):
