@@ -24,8 +24,7 @@ import torch
 
 from worker.export import coreml
 from worker.export.context import ExportContext
-from worker.export.manifest import PrecisionRow
-from worker.export.precision_rows import scored_row
+from worker.export.precision_rows import model_probabilities
 
 VARIANT_FILES = {"fp16": "model_fp16.mlpackage.zip", "int8": "model_int8.mlpackage.zip"}
 SIMULATED_BY = {
@@ -120,11 +119,8 @@ def simulated_probabilities(
     ctx: ExportContext, precision: str, images: torch.Tensor, batch: int = SCORE_BATCH
 ) -> np.ndarray:
     """What the variant's arithmetic gives on uint8 views, simulated in PyTorch (float64)."""
-    model = simulated_model(ctx, precision)
     dtype = torch.float16 if precision == "fp16" else torch.float32
-    with torch.no_grad():
-        parts = [model((part.float() / 255).to(dtype)).double() for part in images.split(batch)]
-    return torch.cat(parts).numpy()
+    return model_probabilities(simulated_model(ctx, precision), images, batch, dtype)
 
 
 def simulated_model(ctx: ExportContext, precision: str) -> torch.nn.Module:
@@ -149,24 +145,3 @@ def simulated_model(ctx: ExportContext, precision: str) -> torch.nn.Module:
         quantized: torch.nn.Module = PostTrainingQuantizer(model, config).compress()
         return quantized.eval()
     return model
-
-
-def measured(
-    precision: str,
-    path: Path,
-    probabilities: np.ndarray,
-    reference: np.ndarray,
-    labels: np.ndarray,
-    started: float | None,
-) -> PrecisionRow:
-    """The table row of one Core ML file: its size, the simulated scores, no latency."""
-    return scored_row(
-        "coreml",
-        precision,
-        path,
-        probabilities,
-        reference,
-        labels,
-        simulated=SIMULATED_BY[precision],
-        started=started,
-    )

@@ -9,8 +9,6 @@ scored in the ExecuTorch runtime itself, one image at a time as an app runs it.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +17,9 @@ import torch
 from worker.export import executorch
 from worker.export.context import ExportContext
 from worker.export.manifest import PrecisionRow
-from worker.export.precision_rows import scored_row
+from worker.export.precision_rows import median_ms, scored_row
 
 VARIANT_FILES = {"int8": "model_int8.pte"}
-LATENCY_WARMUP, LATENCY_RUNS = 3, 20
 MAX_SIZE_RATIO = 0.5
 
 
@@ -99,13 +96,6 @@ def measured(
         return output
 
     probabilities = torch.cat([run(image) for image in validation]).double().numpy()
-    for _ in range(LATENCY_WARMUP):
-        run(validation[0])
-    times = []
-    for _ in range(LATENCY_RUNS):
-        begun = time.perf_counter()
-        run(validation[0])
-        times.append(time.perf_counter() - begun)
     return scored_row(
         "executorch",
         precision,
@@ -113,6 +103,6 @@ def measured(
         probabilities,
         reference,
         labels,
-        latency_ms=round(statistics.median(times) * 1000, 3),
+        latency_ms=median_ms(lambda: run(validation[0])),
         started=started,
     )

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from worker.export import executorch as executorch_format
 from worker.export import onnx as onnx_format
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
 from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
-from worker.export.precision_rows import not_made, scored_row
+from worker.export.precision_rows import median_ms, model_probabilities, not_made, scored_row
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -50,7 +49,6 @@ CALIBRATION_IMAGES = 256  # onnxruntime's MinMax ranges settle well before this
 # up to this, a bound on memory (uint8 views on the host) and time beyond it.
 MAX_SCORED_IMAGES = 5000
 SCORE_BATCH = 64
-LATENCY_WARMUP, LATENCY_RUNS = 3, 20
 MAX_REASON_CHARS = 300
 # CPU features that decide int8 speed: VNNI (and AMX) do int8 dot products in one instruction.
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
@@ -130,7 +128,8 @@ def _precision_table(
 ) -> tuple[PrecisionTable, list[Path]]:
     import onnxruntime
 
-    reference = _pytorch_probabilities(ctx, data.validation)
+    # The float32 PyTorch model's probabilities: what every row is measured against.
+    reference = model_probabilities(ctx.wrapper, data.validation, SCORE_BATCH)
     labels = data.labels.numpy()
     fp32_accuracy = float((reference.argmax(1) == labels).mean())
     scored = Scored(data, reference, labels)
@@ -292,12 +291,6 @@ def _make_onnx(ctx: ExportContext, precision: str, target: Path, data: VariantDa
     MAKERS[precision](ctx, ctx.out_dir / onnx_format.FILE_NAME, target, data.calibration)
 
 
-def _score_onnx(
-    _: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
-) -> PrecisionRow:
-    return _measured(precision, path, scored.data, scored.reference, scored.labels, started)
-
-
 def _score_coreml(
     ctx: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
 ) -> PrecisionRow:
@@ -306,9 +299,21 @@ def _score_coreml(
         if precision == "fp32"
         else coreml_variants.simulated_probabilities(ctx, precision, scored.data.validation)
     )
-    return coreml_variants.measured(
-        precision, path, probabilities, scored.reference, scored.labels, started
+    return scored_row(
+        "coreml",
+        precision,
+        path,
+        probabilities,
+        scored.reference,
+        scored.labels,
+        simulated=coreml_variants.SIMULATED_BY[precision],
+        started=started,
     )
+
+
+def _problems_coreml(ctx: ExportContext, path: Path, precision: str) -> list[str]:
+    problems, _ = coreml_variants.spec_problems(ctx, path, precision)
+    return problems
 
 
 def _score_executorch(
@@ -317,35 +322,6 @@ def _score_executorch(
     return executorch_variants.measured(
         precision, path, scored.data.validation, scored.reference, scored.labels, started
     )
-
-
-VARIANT_MAKERS = {
-    "onnx": FormatVariants(
-        fp32_file=onnx_format.FILE_NAME,
-        files=VARIANT_FILES,
-        make=_make_onnx,
-        problems=lambda ctx, path, precision: _file_problems(ctx, path, precision),
-        score=_score_onnx,
-    ),
-    "coreml": FormatVariants(
-        fp32_file=coreml_format.FILE_NAME,
-        files=coreml_variants.VARIANT_FILES,
-        make=lambda ctx, precision, path, _: coreml_variants.make(ctx, precision, path),
-        problems=lambda ctx, path, precision: coreml_variants.spec_problems(ctx, path, precision)[
-            0
-        ],
-        score=_score_coreml,
-    ),
-    "executorch": FormatVariants(
-        fp32_file=executorch_format.FILE_NAME,
-        files=executorch_variants.VARIANT_FILES,
-        make=lambda ctx, precision, path, data: executorch_variants.make(
-            ctx, precision, path, data.calibration
-        ),
-        problems=executorch_variants.problems,
-        score=_score_executorch,
-    ),
-}
 
 
 def cpu_description() -> dict[str, Any]:
@@ -390,43 +366,27 @@ def _file_problems(ctx: ExportContext, path: Path, precision: str) -> list[str]:
 
 
 def _measured(
-    precision: str,
-    path: Path,
-    data: VariantData,
-    reference: np.ndarray,
-    labels: np.ndarray,
-    started: float | None,
+    _: ExportContext, precision: str, path: Path, scored: Scored, started: float | None
 ) -> PrecisionRow:
-    """Score one ONNX file on the validation split and time it at batch 1."""
+    """Score one ONNX file on the validation split and time it at batch 1 on one CPU thread
+    (a phone's inference thread, and steady on a shared machine)."""
     session = _session(path)
+    validation = scored.data.validation
     probabilities = np.concatenate(
-        [_run(session, batch) for batch in _float_batches(data.validation, SCORE_BATCH)]
+        [_run(session, batch) for batch in _float_batches(validation, SCORE_BATCH)]
     )
+    one_thread = _session(path, threads=1)
+    image = next(_float_batches(validation[:1], 1))
     return scored_row(
         "onnx",
         precision,
         path,
         probabilities,
-        reference,
-        labels,
-        latency_ms=_latency_ms(path, data.validation[:1]),
+        scored.reference,
+        scored.labels,
+        latency_ms=median_ms(lambda: _run(one_thread, image)),
         started=started,
     )
-
-
-def _latency_ms(path: Path, image: torch.Tensor) -> float:
-    """Median milliseconds of one image through the file on one CPU thread (a phone's
-    inference thread, and steady on a shared machine)."""
-    session = _session(path, threads=1)
-    batch = next(_float_batches(image, 1))
-    for _ in range(LATENCY_WARMUP):
-        _run(session, batch)
-    times = []
-    for _ in range(LATENCY_RUNS):
-        started = time.perf_counter()
-        _run(session, batch)
-        times.append(time.perf_counter() - started)
-    return round(statistics.median(times) * 1000, 3)
 
 
 def _session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
@@ -448,8 +408,29 @@ def _float_batches(images: torch.Tensor, size: int) -> Iterator[np.ndarray]:
         yield (batch.float() / 255).numpy()
 
 
-def _pytorch_probabilities(ctx: ExportContext, images: torch.Tensor) -> np.ndarray:
-    """The float32 PyTorch model's probabilities on the validation split (float64)."""
-    with torch.no_grad():
-        parts = [ctx.wrapper(torch.from_numpy(b)) for b in _float_batches(images, SCORE_BATCH)]
-    return torch.cat(parts).double().numpy()
+# What each format that makes variants makes them with (after the functions it names).
+VARIANT_MAKERS = {
+    "onnx": FormatVariants(
+        fp32_file=onnx_format.FILE_NAME,
+        files=VARIANT_FILES,
+        make=_make_onnx,
+        problems=_file_problems,
+        score=_measured,
+    ),
+    "coreml": FormatVariants(
+        fp32_file=coreml_format.FILE_NAME,
+        files=coreml_variants.VARIANT_FILES,
+        make=lambda ctx, precision, path, _: coreml_variants.make(ctx, precision, path),
+        problems=_problems_coreml,
+        score=_score_coreml,
+    ),
+    "executorch": FormatVariants(
+        fp32_file=executorch_format.FILE_NAME,
+        files=executorch_variants.VARIANT_FILES,
+        make=lambda ctx, precision, path, data: executorch_variants.make(
+            ctx, precision, path, data.calibration
+        ),
+        problems=executorch_variants.problems,
+        score=_score_executorch,
+    ),
+}
