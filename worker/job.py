@@ -72,6 +72,8 @@ from worker.webhooks import WebhookSender
 
 log = logging.getLogger("aitrainer.job")
 DATASET_REPORT_FILE = "dataset_report.json"  # beside the model files; the status links it
+# The row's files key of metrics.json: linked from the first epoch on, delivered at the end.
+METRICS_KEY = "metrics"
 
 CHECKPOINT_BLOB = "checkpoint_last.pt"  # the name it had before claims had blobs of their own
 EXPORT_CHECK_IMAGES = 32  # images each export is compared with PyTorch on
@@ -388,8 +390,7 @@ class Job:
             row.current_epoch = 0
             row.loss = row.accuracy = row.last_epoch_duration_seconds = None
             row.checkpoint_blob = None
-            # The epochs it drew are gone with the progress.
-            row.files = {key: blob for key, blob in row.files.items() if key != "metrics"}
+            row.files = without_metrics(row.files)  # the epochs it drew are gone with them
 
         self.update(reset)
         if previous is not None:
@@ -438,8 +439,7 @@ class Job:
             row.message = message
             # An earlier claim's metrics.json is not this claim's progress: unlinked until
             # this claim's first epoch links its own, so the row never names two claims.
-            files = {key: name for key, name in row.files.items() if key != "metrics"}
-            row.files = {**files, DATASET_REPORT_KEY: blob}
+            row.files = {**without_metrics(row.files), DATASET_REPORT_KEY: blob}
 
         # The DOWNLOADED event, unless this job had announced DOWNLOADED (or more) before.
         self.update(change, "state_changed" if announce else None)
@@ -508,7 +508,7 @@ class Job:
         self.upload(self.out_dir / METRICS_FILE, metrics_blob)
 
         def change(row: TrainingRow) -> None:
-            row.files = {**row.files, "metrics": metrics_blob}
+            row.files = {**row.files, METRICS_KEY: metrics_blob}
             row.current_epoch = report.epoch
             row.loss = report.train_loss
             row.accuracy = report.val_accuracy
@@ -594,7 +594,7 @@ class Job:
             write_json(result.metrics_path, measured)
         prefix = self.delivery_prefix
         extras = {
-            "metrics": (result.metrics_path, "metrics.json"),
+            METRICS_KEY: (result.metrics_path, METRICS_FILE),
             "checkpoint": (result.checkpoint_best, "checkpoints/checkpoint_best.pt"),
         }
         extras |= {name: (path, f"plots/{name}.png") for name, path in result.plots.items()}
@@ -732,3 +732,8 @@ def shipped_thresholds(result: TrainResult, precision: float) -> ClassThresholds
         target_precision=precision,
         thresholds=dict(zip(result.class_names, thresholds, strict=True)),
     )
+
+
+def without_metrics(files: dict[str, str]) -> dict[str, str]:
+    """A row's files with no metrics.json linked (progress that is no longer this run's)."""
+    return {key: blob for key, blob in files.items() if key != METRICS_KEY}
