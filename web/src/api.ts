@@ -57,6 +57,14 @@ export async function call<T>(method: string, path: string, body?: unknown, toke
   return answer as T;
 }
 
+/** How often the pages poll while something runs. */
+export const POLL_MS = 2000;
+
+/** The wait before asking again after `failures` failed polls in a row: doubling, capped. */
+export function retryDelay(failures: number): number {
+  return POLL_MS * Math.min(2 ** failures, 15);
+}
+
 /** A refusal that asking again will not change: a bad token, another profile, gone. */
 export function isFinal(error: unknown): boolean {
   return error instanceof ApiError && [400, 401, 403, 404].includes(error.status);

@@ -1,10 +1,8 @@
 // A profile's trainings, live while the page is open: polled every 2 s only while one
 // is still queued or running.
 
-import { ApiError, call, FINISHED, isFinal, path, type Session, type Summary } from "./api";
+import { ApiError, call, FINISHED, isFinal, path, POLL_MS, retryDelay, type Session, type Summary } from "./api";
 import { h, percent, replace, when } from "./dom";
-
-const POLL_MS = 2000;
 
 export function listView(app: HTMLElement, session: Session): () => void {
   let timer: number | undefined;
@@ -68,7 +66,7 @@ export function listView(app: HTMLElement, session: Session): () => void {
       if (!(error instanceof ApiError && error.status === 404)) {
         // Keep the table; try again later unless asking again cannot help.
         problem.textContent = (error as Error).message;
-        if (!isFinal(error)) timer = window.setTimeout(refresh, POLL_MS * Math.min(2 ** ++failures, 15));
+        if (!isFinal(error)) timer = window.setTimeout(refresh, retryDelay(++failures));
         return;
       }
       trainings = []; // a profile without trainings answers 404

@@ -2,12 +2,10 @@
 // metrics.json as epochs arrive, the best epoch's confusion matrix and per-class scores,
 // the dataset report, the manifest's checks and precision table, every file, quick test.
 
-import { call, download, FINISHED, isFinal, PIPELINE, path, type Session, type State, type Status } from "./api";
+import { call, download, FINISHED, isFinal, PIPELINE, path, POLL_MS, retryDelay, type Session, type State, type Status } from "./api";
 import { drawCurves, type Epoch } from "./charts";
 import { bytes, h, percent, replace, when } from "./dom";
 import { quickTest, type Manifest } from "./quicktest";
-
-const POLL_MS = 2000;
 
 interface Metrics {
   task: string;
@@ -69,7 +67,7 @@ export function trainingView(app: HTMLElement, session: Session, name: string): 
       parts.summary.append(problem);
       // A refusal or a missing training stays so; anything else (503, a network blip) is
       // tried again, less often each time, keeping what the page shows.
-      if (!isFinal(error)) timer = window.setTimeout(refresh, POLL_MS * Math.min(2 ** ++failures, 15));
+      if (!isFinal(error)) timer = window.setTimeout(refresh, retryDelay(++failures));
       return;
     }
     if (stopped) return;
