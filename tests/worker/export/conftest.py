@@ -14,7 +14,9 @@ from torchvision.transforms.v2 import functional as F
 
 from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export import FORMATS, Manifest, export_all
+from worker.export.context import ExportContext
 from worker.export.manifest import ClassThresholds
+from worker.export.wrapper import ProbabilityClassifier
 
 LABELS = ["blue sky", "grass", "red"]  # a space on purpose: labels are free text
 COLOURS = torch.tensor([[0.15, 0.25, 0.8], [0.2, 0.7, 0.25], [0.8, 0.15, 0.15]])
@@ -54,6 +56,29 @@ def pytorch_probabilities(classifier: nn.Module, images: torch.Tensor) -> torch.
     """The reference every export must match, computed without the export package."""
     with torch.no_grad():
         return torch.softmax(classifier(normalise(images)), dim=1)
+
+
+def toy_context(
+    wrapper: ProbabilityClassifier,
+    images: torch.Tensor,
+    out_dir: Path,
+    check_files: list[Path] | None = None,
+) -> ExportContext:
+    """The tiny classifier's ExportContext as export_all sets one up: the reference is the
+    wrapper's answer to the check images."""
+    with torch.no_grad():
+        reference = wrapper(images)
+    return ExportContext(
+        wrapper,
+        LABELS,
+        IMAGE_SIZE,
+        ARCHITECTURE,
+        MODEL_VERSION,
+        images,
+        reference,
+        out_dir,
+        check_files=check_files or [],
+    )
 
 
 @pytest.fixture(scope="session")

@@ -15,17 +15,16 @@ from torch import nn
 
 from shared.images import EXIF_ORIENTATION_TAG
 from tests.worker.export.conftest import (
-    ARCHITECTURE,
     COLOURS,
     IMAGE_SIZE,
     LABELS,
-    MODEL_VERSION,
     ExportRun,
+    toy_context,
 )
 from worker.classification.preprocessing import decode_image
 from worker.export import host_preprocessing
 from worker.export.checks import RAW_FILE_ATOL, raw_file_check, with_raw_files
-from worker.export.context import INPUT_NAME, OUTPUT_NAME, ExportContext
+from worker.export.context import INPUT_NAME, OUTPUT_NAME
 from worker.export.host_preprocessing import HostSteps
 from worker.export.manifest import Check, input_contract
 from worker.export.wrapper import wrap
@@ -73,19 +72,7 @@ def onnx_check(
     training's decode of the files, the reference the PyTorch model's answer to them."""
     wrapper, out_dir, session = run_of
     images = torch.stack([decode_image(path, IMAGE_SIZE) for path in files]).float() / 255
-    with torch.no_grad():
-        reference = wrapper(images)
-    ctx = ExportContext(
-        wrapper,
-        LABELS,
-        IMAGE_SIZE,
-        ARCHITECTURE,
-        MODEL_VERSION,
-        images,
-        reference,
-        out_dir,
-        check_files=files,
-    )
+    ctx = toy_context(wrapper, images, out_dir, check_files=files)
 
     def run(batch: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]

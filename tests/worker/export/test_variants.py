@@ -20,9 +20,9 @@ from tests.worker.export.conftest import (
     METRICS,
     MODEL_VERSION,
     colour_images,
+    toy_context,
 )
 from worker.export import Manifest, export_all
-from worker.export.context import ExportContext
 from worker.export.coreml_variants import spec_problems
 from worker.export.manifest import FormatResult
 from worker.export.variants import VariantData, gate_reason, precision_table
@@ -141,12 +141,7 @@ def test_a_variant_beyond_the_tolerance_is_not_delivered(
     """int8 calibrated on black pictures: every activation range is wrong, the accuracy
     collapses, and the file is not delivered (made from the float32 file exported above)."""
     shutil.copy(variants[1] / "model.onnx", tmp_path / "model.onnx")
-    wrapper = wrap(classifier)
-    with torch.no_grad():
-        reference = wrapper(check_images)
-    ctx = ExportContext(
-        wrapper, LABELS, IMAGE_SIZE, ARCHITECTURE, MODEL_VERSION, check_images, reference, tmp_path
-    )
+    ctx = toy_context(wrap(classifier), check_images, tmp_path)
     validation, labels = views(90, seed=2000)
     black = torch.zeros(8, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     passed = FormatResult(format="onnx", status="passed", files=["model.onnx"])
@@ -225,7 +220,7 @@ def test_variants_need_a_format_that_makes_them_and_the_validation_split(
 
 
 def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision(
-    classifier: nn.Module, variants: tuple[Manifest, Path]
+    classifier: nn.Module, check_images: torch.Tensor, variants: tuple[Manifest, Path]
 ) -> None:
     manifest, out_dir = variants
     assert manifest.precisions is not None
@@ -242,17 +237,7 @@ def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision
     assert int8.agreement is not None and int8.agreement >= 0.85
     assert fp16.max_abs_diff is not None and 0 < fp16.max_abs_diff < 0.05
     # The spec check reads each file's precision back, and refuses a file without it.
-    wrapper = wrap(classifier)
-    ctx = ExportContext(
-        wrapper,
-        LABELS,
-        IMAGE_SIZE,
-        ARCHITECTURE,
-        MODEL_VERSION,
-        torch.empty(0),
-        torch.empty(0),
-        out_dir,
-    )
+    ctx = toy_context(wrap(classifier), check_images, out_dir)
     for precision in ("fp16", "int8"):
         problems, details = spec_problems(
             ctx, out_dir / f"model_{precision}.mlpackage.zip", precision
