@@ -58,9 +58,11 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" for c in word)
 
 
+# A port is 1-65535: the ranges below spell that out digit by digit (a pattern cannot compare).
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
 _ENDPOINT = (
     r"[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9.-]+"
-    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}))?(?:/[A-Za-z0-9._~/-]*)?"
+    rf"(?::{_PORT})?(?:/[A-Za-z0-9._~/-]*)?"
 )
 _OTHER_ENDPOINTS = "|".join(_any_case(f"{name}Endpoint") for name in ("Queue", "Table", "File"))
 _PART = (

@@ -110,6 +110,19 @@ def test_every_listed_architecture_and_export_is_accepted() -> None:
     assert FIELDS["export"]["minItems"] == 1
 
 
+def test_an_endpoint_may_name_any_tcp_port() -> None:
+    # Ephemeral ports (Azurite's in the tests) run up to 60999; the pattern once stopped at 59999.
+    def endpoint(port: int) -> str:
+        return (
+            f"AccountName=devstoreaccount1;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+        )
+
+    pattern = re.compile(CONNECTION_STRING_PATTERN)
+    accepted = [port for port in range(0, 70000) if pattern.fullmatch(endpoint(port))]
+    assert accepted == list(range(1, 65536))
+    assert not pattern.fullmatch(endpoint(65).replace(":65/", ":065/"))  # no leading zero
+
+
 # Drawing from this regex is slow (0.1 s a value on two busy cores): no health check on speed.
 @settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.from_regex(CONNECTION_STRING_PATTERN, fullmatch=True))

@@ -1,8 +1,10 @@
 """coreml: an ML Program .mlpackage with an image input and class labels, zipped for upload.
 
 Core ML cannot run on Linux, so the check reads the spec back from the zip we ship and
-verifies the input (an RGB image at image_size, scaled by 1/255), the outputs, the labels
-in order and that the probabilities come out of a softmax.
+verifies the input against the manifest's description of what an app feeds the model (the
+one the raw-file check follows: the image input is its final view, in its colour space,
+scaled to its value range, and Vision's crop-and-scale option does its resize and crop), the
+outputs, the labels in order and that the probabilities come out of a softmax.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 from worker.export import torchscript
 from worker.export.checks import spec_check
 from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext, Exported
-from worker.export.manifest import Check
+from worker.export.manifest import Check, InputContract, input_contract
 
 FILE_NAME = "model.mlpackage.zip"
 PACKAGE_NAME = "model.mlpackage"
@@ -151,9 +153,12 @@ def load_zipped_spec(path: Path) -> Any:
         return ct.utils.load_spec(str(Path(tmp) / package_name(path)))
 
 
-def inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
-    """What is wrong with a classifier's spec (input, its 1/255 scale, outputs, labels,
-    softmax), and what was read."""
+def inspect(
+    ctx: ExportContext, spec: Any, contract: InputContract | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """What is wrong with a classifier's spec (its image input against contract, by default
+    the manifest's; outputs, labels, softmax), and what was read."""
+    contract = contract or input_contract(ctx.image_size)
     problems: list[str] = []
     details: dict[str, Any] = {"specification_version": spec.specificationVersion}
     if spec.WhichOneof("Type") != "mlProgram":
@@ -165,12 +170,7 @@ def inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
     if [i.name for i in inputs] != [INPUT_NAME] or inputs[0].type.WhichOneof("Type") != "imageType":
         problems.append(f"expected one image input named '{INPUT_NAME}'")
     else:
-        image = inputs[0].type.imageType
-        details["input"] = {"width": image.width, "height": image.height}
-        if (image.width, image.height) != (ctx.image_size, ctx.image_size):
-            problems.append(f"image input is {image.width}x{image.height}, not {ctx.image_size}²")
-        if image.colorSpace != image.RGB:
-            problems.append("image input colour space is not RGB")
+        problems += image_input_problems(inputs[0].type.imageType, contract, details)
     outputs = [o.name for o in description.output]
     details["outputs"] = outputs
     if outputs != [LABEL_OUTPUT, PROBABILITIES_OUTPUT] or (
@@ -181,15 +181,58 @@ def inspect(ctx: ExportContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
     metadata = dict(description.metadata.userDefined)
     if json.loads(metadata.get("labels", "null")) != ctx.labels:
         problems.append("user-defined metadata lacks the labels")
-    problems += _program_problems(ctx, spec, details)
+    problems += _program_problems(ctx, spec, contract, details)
     return problems, details
 
 
-def _program_problems(ctx: ExportContext, spec: Any, details: dict[str, Any]) -> list[str]:
+def image_input_problems(image: Any, contract: InputContract, details: dict[str, Any]) -> list[str]:
+    """An ImageType input read against the description an app follows: its size is the view
+    the description ends at (the centre crop, or a detector's resize), its colour space the
+    described one, and the Vision option it names (imageCropAndScaleOption, which resizes and
+    crops on device) does the described resize and crop."""
+    host = contract.host_preprocessing
+    colour = image.ColorSpace.Name(image.colorSpace)
+    details["input"] = {"width": image.width, "height": image.height, "color_space": colour}
+    problems = []
+    view = "center_crop" if "center_crop" in host else "resize"
+    height, width = host[view]
+    if (image.width, image.height) != (width, height):
+        problems.append(
+            f"image input is {image.width}x{image.height}, the {view} is {width}x{height}"
+        )
+    if colour != host["color_space"]:
+        problems.append(
+            f"image input colour space is {colour}, the description's {host['color_space']}"
+        )
+    vision = host["apple_vision_crop_and_scale"]
+    # centerCrop scales the short side to the input's and crops the long one: the described
+    # resize and crop only for a square crop of the resized short side. scaleFill stretches.
+    if vision == "centerCrop":
+        if view != "center_crop" or height != width or host["resize_short_side"] != width:
+            problems.append(
+                "Vision's centerCrop does not do the described resize and crop (it needs a "
+                f"square crop of the resized short side; described: {_steps(host)})"
+            )
+    elif vision == "scaleFill":
+        if view != "resize" or host.get("keep_aspect_ratio") is not False:
+            problems.append(f"Vision's scaleFill does not do the described resize ({_steps(host)})")
+    else:
+        problems.append(f"Vision option {vision!r} is not one this check can read")
+    return problems
+
+
+def _steps(host: dict[str, Any]) -> str:
+    keys = ("resize_short_side", "center_crop", "resize", "keep_aspect_ratio")
+    return ", ".join(f"{key} {host[key]}" for key in keys if key in host)
+
+
+def _program_problems(
+    ctx: ExportContext, spec: Any, contract: InputContract, details: dict[str, Any]
+) -> list[str]:
     """Read the ML Program: pixel scale/bias ops on the input, the classify op and its inputs."""
     ops = program_ops(spec, details)
     producers = {out.name: op for op in ops for out in op.outputs}
-    problems = pixel_scale_problems(ops, details)
+    problems = pixel_scale_problems(ops, contract, details)
     classify = [op for op in ops if op.type == "classify"]
     if len(classify) != 1:
         return [*problems, f"expected one classify op, found {len(classify)}"]
@@ -214,8 +257,13 @@ def program_ops(spec: Any, details: dict[str, Any]) -> list[Any]:
     return list(main.block_specializations[main.opset].operations)
 
 
-def pixel_scale_problems(ops: list[Any], details: dict[str, Any]) -> list[str]:
-    """The image input must be multiplied by 1/255 and get no bias (the model normalises)."""
+def pixel_scale_problems(
+    ops: list[Any], contract: InputContract, details: dict[str, Any]
+) -> list[str]:
+    """The image input's bytes 0-255 must be scaled to the contract's value range (the model
+    normalises): multiplied by (high - low) / 255, plus low."""
+    low, high = contract.value_range
+    expected_scale = (high - low) / 255
     producers = {out.name: op for op in ops for out in op.outputs}
     consumers: dict[str, list[Any]] = {}
     for op in ops:
@@ -232,16 +280,19 @@ def pixel_scale_problems(ops: list[Any], details: dict[str, Any]) -> list[str]:
     scale_ops = [op for op in consumers.get(INPUT_NAME, []) if op.type == "mul"]
     scale = value(scale_ops[0].inputs["y"].arguments[0]) if scale_ops else None
     details["scale"] = scale[0] if scale else None
-    if not scale or abs(scale[0] - PIXEL_SCALE) > 1e-7:
-        problems.append(f"image input is not scaled by 1/255 (scale {details['scale']})")
+    if not scale or abs(scale[0] - expected_scale) > 1e-7:
+        problems.append(
+            f"image input is scaled by {details['scale']}, not {expected_scale:.8g} "
+            f"(bytes to the value range {[low, high]})"
+        )
     bias = [0.0]
     if scale_ops:
         added = [op for op in consumers.get(scale_ops[0].outputs[0].name, []) if op.type == "add"]
         if added:
             bias = value(added[0].inputs["y"].arguments[0])
     details["bias"] = bias
-    if any(abs(b) > 1e-7 for b in bias):
-        problems.append(f"image input has bias {bias}, expected none")
+    if any(abs(b - low) > 1e-7 for b in bias):
+        problems.append(f"image input has bias {bias}, not {low} (the value range's low end)")
     return problems
 
 

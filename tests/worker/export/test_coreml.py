@@ -10,7 +10,10 @@ from typing import Any
 import coremltools as ct
 import pytest
 
-from tests.worker.export.conftest import IMAGE_SIZE, LABELS, MODEL_VERSION, ExportRun
+from tests.worker.export.conftest import IMAGE_SIZE, LABELS, MODEL_VERSION, ExportRun, toy_context
+from worker.export import coreml
+from worker.export.manifest import input_contract
+from worker.export.wrapper import wrap
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +79,44 @@ def test_the_zip_unpacks_to_one_mlpackage_folder(exported: ExportRun) -> None:
         tops = {Path(name).parts[0] for name in archive.namelist()}
         assert tops == {"model.mlpackage"}
         assert "model.mlpackage/Manifest.json" in archive.namelist()
+
+
+def described_otherwise(**changes: Any) -> Any:
+    """The manifest's input contract at IMAGE_SIZE with some host steps (or fields) changed."""
+    contract = input_contract(IMAGE_SIZE)
+    host = {**contract.host_preprocessing, **changes.pop("host", {})}
+    return contract.model_copy(update={"host_preprocessing": host, **changes})
+
+
+@pytest.mark.parametrize(
+    ("contract", "problem"),
+    [
+        (described_otherwise(), None),
+        # The usual ImageNet recipe (short side to 256/224 of the crop, then crop) is not what
+        # Vision's centerCrop does with an input of the crop's size.
+        (described_otherwise(host={"resize_short_side": 55}), "Vision's centerCrop does not do"),
+        (
+            described_otherwise(host={"resize_short_side": 40, "center_crop": [40, 40]}),
+            "image input is 48x48, the center_crop is 40x40",
+        ),
+        (described_otherwise(host={"color_space": "BGR"}), "colour space is RGB, the description"),
+        (described_otherwise(value_range=(0.0, 255.0)), "not 1 (bytes to the value range"),
+        (described_otherwise(value_range=(0.5, 1.5)), "bias [0.0], not 0.5"),
+        (described_otherwise(host={"apple_vision_crop_and_scale": "scaleFit"}), "'scaleFit'"),
+    ],
+)
+def test_the_image_input_is_read_against_the_hosts_description(
+    classifier: Any,
+    check_images: Any,
+    spec: Any,
+    tmp_path: Path,
+    contract: Any,
+    problem: str | None,
+) -> None:
+    ctx = toy_context(wrap(classifier), check_images, tmp_path)
+    problems, details = coreml.inspect(ctx, spec, contract)
+    assert details["input"] == {"width": IMAGE_SIZE, "height": IMAGE_SIZE, "color_space": "RGB"}
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from shared.contract import COREML_DETECTION_ARCHITECTURES
+from worker.detection.data import preprocessing_description
 from worker.export.checks import with_problems
 from worker.export.context import INPUT_NAME, PRODUCER, Exported
 from worker.export.coreml import (
@@ -33,6 +34,7 @@ from worker.export.coreml import (
     PIXEL_BIAS,
     PIXEL_SCALE,
     convert,
+    image_input_problems,
     load_zipped_spec,
     pixel_scale_problems,
     program_ops,
@@ -46,7 +48,7 @@ from worker.export.detection.decoding import (
     torchvision_select,
 )
 from worker.export.detection.parity import compare
-from worker.export.manifest import Check
+from worker.export.manifest import Check, InputContract, detection_input_contract
 from worker.export.torchscript import quiet_jit_deprecation
 
 __all__ = ["ARCHITECTURES", "FILE_NAME", "check", "export", "refusal"]
@@ -244,7 +246,14 @@ def check(ctx: DetectionContext, exported: Exported) -> Check:
     return with_problems(result, problems)
 
 
-def _inspect(ctx: DetectionContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
+def _inspect(
+    ctx: DetectionContext, spec: Any, contract: InputContract | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """What is wrong with a detector's pipeline spec (its image input against contract, by
+    default the manifest's), and what was read."""
+    contract = contract or detection_input_contract(
+        ctx.image_size, ctx.mean, ctx.std, preprocessing_description(ctx.image_size)
+    )
     problems: list[str] = []
     details: dict[str, Any] = {"specification_version": spec.specificationVersion}
     if spec.WhichOneof("Type") != "pipeline":
@@ -256,9 +265,9 @@ def _inspect(ctx: DetectionContext, spec: Any) -> tuple[list[str], dict[str, Any
         return [f"pipeline holds {kinds}, not an ML Program and its NMS"], details
     if spec.specificationVersion < MIN_SPEC_VERSION:
         problems.append(f"specification version {spec.specificationVersion} < {MIN_SPEC_VERSION}")
-    problems += _description_problems(ctx, spec.description, details)
+    problems += _description_problems(ctx, spec.description, contract, details)
     network, nms_model = models
-    problems += pixel_scale_problems(program_ops(network, details), details)
+    problems += pixel_scale_problems(program_ops(network, details), contract, details)
     anchors = int(decoder(ctx).anchors.shape[0])
     shapes = {o.name: list(o.type.multiArrayType.shape) for o in network.description.output}
     details["network_outputs"] = shapes
@@ -283,7 +292,7 @@ def _inspect(ctx: DetectionContext, spec: Any) -> tuple[list[str], dict[str, Any
 
 
 def _description_problems(
-    ctx: DetectionContext, description: Any, details: dict[str, Any]
+    ctx: DetectionContext, description: Any, contract: InputContract, details: dict[str, Any]
 ) -> list[str]:
     problems = []
     inputs = {i.name: i.type for i in description.input}
@@ -294,12 +303,7 @@ def _description_problems(
     if image is None or image.WhichOneof("Type") != "imageType":
         problems.append(f"'{INPUT_NAME}' is not an image input")
     else:
-        size = (image.imageType.width, image.imageType.height)
-        details["input"] = {"width": size[0], "height": size[1]}
-        if size != (ctx.image_size, ctx.image_size):
-            problems.append(f"image input is {size[0]}x{size[1]}, not {ctx.image_size}²")
-        if image.imageType.colorSpace != image.imageType.RGB:
-            problems.append("image input colour space is not RGB")
+        problems += image_input_problems(image.imageType, contract, details)
     for name in (IOU_INPUT, CONFIDENCE_INPUT):
         if name in inputs and not inputs[name].isOptional:
             problems.append(f"'{name}' is not optional (Vision passes only the image)")
