@@ -49,13 +49,18 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--cost-size", type=int, default=224, help="0: skip the cost part")
     parser.add_argument("--no-training", action="store_true", help="only the cost part")
+    parser.add_argument(
+        "--cost-executorch",
+        action="store_true",
+        help="the cost part for ExecuTorch too (fp32 and int8 at the cost size, its runtime)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     print(f"torch threads {torch.get_num_threads()}", flush=True)
     if not args.no_training:
         trained(args)
     if args.cost_size:
-        cost(args.architecture, args.cost_size)
+        cost(args.architecture, args.cost_size, args.cost_executorch)
 
 
 def trained(args: argparse.Namespace) -> None:
@@ -91,10 +96,11 @@ def trained(args: argparse.Namespace) -> None:
     table(manifest)
 
 
-def cost(architecture: str, size: int) -> None:
+def cost(architecture: str, size: int, executorch: bool = False) -> None:
     """Random weights at size: float32 ONNX alone, then with the variants; then the
     latencies again, interleaved (fp32, fp16, int8, fp32, …), for a ratio that machine
-    load shifts equally."""
+    load shifts equally. With executorch, the same model as model.pte and model_int8.pte,
+    timed in the ExecuTorch runtime by the job's own table."""
     torch.manual_seed(0)
     model = get_model(architecture, weights=None, num_classes=10).eval()
     generator = torch.Generator().manual_seed(0)
@@ -120,6 +126,16 @@ def cost(architecture: str, size: int) -> None:
         + f"; int8 / fp32 {medians['int8'] / medians['fp32']:.2f}"
         + f", fp16 / fp32 {medians['fp16'] / medians['fp32']:.2f}"
     )
+    if executorch:
+        manifest, seconds = export(
+            model, names, size, images, data, 1.0, ["executorch"], precisions=["fp32", "int8"]
+        )
+        print(f"\nExecuTorch at {size} px (random weights), export with int8 {seconds:.1f} s")
+        table(manifest)
+        assert manifest.precisions is not None
+        latency = {row.precision: row.latency_ms for row in manifest.precisions.rows}
+        if latency.get("fp32") and latency.get("int8"):
+            print(f"ExecuTorch int8 / fp32 latency {latency['int8'] / latency['fp32']:.2f}")
 
 
 def interleaved_latency(files: dict[str, Path], image: np.ndarray, rounds: int = 200) -> dict:
@@ -151,6 +167,7 @@ def export(
     tolerance: float,
     formats: list[str] | None = None,
     keep: Path | None = None,
+    precisions: list[str] = PRECISIONS,
 ) -> tuple[Manifest, float]:
     with tempfile.TemporaryDirectory(prefix="export-") as scratch:
         out = keep or scratch
@@ -165,7 +182,7 @@ def export(
             out_dir=Path(out),
             metrics={},
             model_version="bench/export-precision@now",
-            precisions=PRECISIONS if data is not None else None,
+            precisions=precisions if data is not None else None,
             tolerance=tolerance,
             variant_data=None if data is None else lambda: data,
         )

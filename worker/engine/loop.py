@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.optim import SGD
 from torch.optim.lr_scheduler import StepLR
 
@@ -304,13 +305,16 @@ def run_epoch(
     train_duration = time.perf_counter() - started
     check_finite(epoch, train_loss, config.learning_rate)
     run.scheduler.step()
-    weights, evaluated, evaluation = evaluate_candidates(run, poll)
+    evaluated = evaluate_candidates(run, poll)
+    evaluation = evaluated.evaluation
     duration = time.perf_counter() - started
 
     # Strictly better only: on a tie the earlier (less trained) epoch stays best.
     improved = evaluation.score > run.best.accuracy
     if improved:
-        run.best = Best(epoch, evaluation.score, cpu_state(evaluated), evaluation.best_payload)
+        run.best = Best(
+            epoch, evaluation.score, cpu_state(evaluated.model), evaluation.best_payload
+        )
     report = EpochReport(
         epoch=epoch,
         epochs=config.epochs,
@@ -327,7 +331,8 @@ def run_epoch(
         best_val_accuracy=run.best.accuracy,
         pretrained=run.pretrained,
         skipped_images=run.data.skipped,
-        weights=weights,
+        weights=evaluated.weights,
+        batch_norm=evaluated.batch_norm,
     )
     run.history.append(report)
     log_epoch(run, report, evaluation)
@@ -383,21 +388,52 @@ def train_one_epoch(
         group["lr"] = rate
 
 
-def evaluate_candidates(run: Run, poll: Poll) -> tuple[str, nn.Module, Evaluation]:
+@dataclass(frozen=True)
+class Evaluated:
+    """The epoch's chosen candidate: which weights, which batch-norm statistics, its score."""
+
+    weights: str  # "trained" or "average"
+    batch_norm: str  # "precise" or "running"
+    model: nn.Module
+    evaluation: Evaluation
+
+
+def evaluate_candidates(run: Run, poll: Poll) -> Evaluated:
     """Evaluate the trained weights and their average; the better one (a tie: the trained)."""
     candidates = [("trained", run.model)]
     if run.average is not None:
         run.average.copy_buffers(run.model)
         candidates.append(("average", run.average.model))
-    chosen: tuple[str, nn.Module, Evaluation] | None = None
+    chosen: Evaluated | None = None
     for name, model in candidates:
-        if run.config.precise_batch_norm:
-            run.task.before_evaluation(model, poll)
-        evaluation = run.task.evaluate(model, poll)
-        if chosen is None or evaluation.score > chosen[2].score:
-            chosen = (name, model, evaluation)
+        batch_norm, evaluation = evaluate_statistics(run, model, poll)
+        if chosen is None or evaluation.score > chosen.evaluation.score:
+            chosen = Evaluated(name, batch_norm, model, evaluation)
     assert chosen is not None
     return chosen
+
+
+def evaluate_statistics(run: Run, model: nn.Module, poll: Poll) -> tuple[str, Evaluation]:
+    """model's evaluation with precise batch norm, or with its running statistics where the
+    config lets those compete and they validate strictly better (they are then restored).
+    A model without batch norm is evaluated once, as it is."""
+    config = run.config
+    if not any(isinstance(module, _BatchNorm) for module in model.modules()):
+        return "none", run.task.evaluate(model, poll)
+    if not config.precise_batch_norm:
+        return "running", run.task.evaluate(model, poll)
+    running: tuple[list[torch.Tensor], Evaluation] | None = None
+    if config.batch_norm_choice:
+        kept = [buffer.clone() for buffer in model.buffers()]
+        running = (kept, run.task.evaluate(model, poll))
+    run.task.before_evaluation(model, poll)
+    precise = run.task.evaluate(model, poll)
+    if running is not None and running[1].score > precise.score:
+        with torch.no_grad():
+            for buffer, saved in zip(model.buffers(), running[0], strict=True):
+                buffer.copy_(saved)
+        return "running", running[1]
+    return "precise", precise
 
 
 def save_epoch(run: Run, improved: bool) -> None:
@@ -538,10 +574,12 @@ def metrics(run: Run, final: Any, test: Any = None) -> dict[str, Any]:
             "ema": run.config.ema,
             "warmup_epochs": WARMUP_EPOCHS if run.config.warmup else 0,
             "precise_batch_norm": run.config.precise_batch_norm,
+            "batch_norm_choice": run.config.batch_norm_choice,
             "label_smoothing": run.config.label_smoothing,
             "patience": run.config.patience,
             **data.recipe,
-            # Per epoch in "epochs": "weights" says which weights were evaluated best.
+            # Per epoch in "epochs": "weights" says which weights were evaluated best,
+            # "batch_norm" with which statistics.
         },
         "epochs": [asdict(report) for report in run.history],
         "best_epoch": run.best.epoch,

@@ -37,6 +37,10 @@ class EpochReport:
     # The weights whose score this is: "trained", or "average" (their moving average) when
     # that validated better. Checkpoints from before it existed read as "trained".
     weights: str = "trained"
+    # Their batch-norm statistics: "precise" (re-estimated on training images), "running"
+    # (training's own averages) or "none" (no batch norm). Checkpoints from before the choice
+    # read as "precise".
+    batch_norm: str = "precise"
 
 
 @dataclass(frozen=True)

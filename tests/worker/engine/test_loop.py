@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -356,6 +357,66 @@ def test_the_weight_average_is_evaluated_and_kept_when_it_validates_better(
     assert not torch.equal(best["weight"], trained["weight"])
 
 
+class BatchNormToyTask(ToyTask):
+    """The toy with a batch norm in front; its 'precise' statistics are a sentinel mean."""
+
+    PRECISE_MEAN = 7.0
+
+    def build_model(
+        self, config: TrainConfig, resumed_pretrained: bool | None
+    ) -> tuple[nn.Module, bool]:
+        return nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), False
+
+    def before_evaluation(self, model: nn.Module, poll: Poll) -> None:
+        model[0].running_mean.fill_(self.PRECISE_MEAN)
+
+    def evaluate(self, model: nn.Module, poll: Poll) -> Evaluation:
+        model.eval()  # as the real tasks do: the statistics stay as they were set
+        return super().evaluate(model, poll)
+
+
+def test_running_batch_norm_statistics_are_kept_where_they_validate_strictly_better(
+    tmp_path: Path,
+) -> None:
+    # Per epoch: trained (running, precise), then average (running, precise).
+    epochs = [
+        [0.6, 0.5, 0.4, 0.3],  # the trained weights' running statistics win
+        [0.5, 0.7, 0.6, 0.8],  # the average's precise ones
+        [0.7, 0.7, 0.1, 0.1],  # a tie: precise
+        [0.9, 0.2, 0.1, 0.1],  # running again, the best epoch
+    ]
+    task = BatchNormToyTask(scores=[score for epoch in epochs for score in epoch])
+    result = fit(task, tmp_path, tmp_path / "out", CONFIG)
+    assert task.evaluations == 16
+    assert [(r.weights, r.batch_norm) for r in result.history] == [
+        ("trained", "running"),
+        ("average", "precise"),
+        ("trained", "precise"),
+        ("trained", "running"),
+    ]
+    assert (result.best_epoch, result.best_val_accuracy) == (4, 0.9)
+    # The winning running statistics were put back after the re-estimation overwrote them.
+    best_mean = weights(result.checkpoint_best)["0.running_mean"]
+    assert not torch.allclose(best_mean, torch.full((4,), BatchNormToyTask.PRECISE_MEAN))
+    metrics = json.loads(result.metrics_path.read_text())
+    assert [e["batch_norm"] for e in metrics["epochs"]] == [
+        "running",
+        "precise",
+        "precise",
+        "running",
+    ]
+
+
+def test_without_the_choice_batch_norm_is_always_precise(tmp_path: Path) -> None:
+    task = BatchNormToyTask()
+    config = dataclasses.replace(CONFIG, batch_norm_choice=False)
+    result = fit(task, tmp_path, tmp_path / "out", config)
+    assert task.evaluations == 8  # one per candidate
+    assert {r.batch_norm for r in result.history} == {"precise"}
+    best_mean = weights(result.checkpoint_best)["0.running_mean"]
+    assert torch.allclose(best_mean, torch.full((4,), BatchNormToyTask.PRECISE_MEAN))
+
+
 def test_a_format_1_checkpoint_resumes_with_a_fresh_average(tmp_path: Path) -> None:
     with pytest.raises(TrainingInterrupted):
         fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: True)
@@ -365,6 +426,7 @@ def test_a_format_1_checkpoint_resumes_with_a_fresh_average(tmp_path: Path) -> N
     old["config"] = {key: value for key, value in old["config"].items() if key not in NEW_IN_2}
     for report in old["history"]:
         report.pop("weights")
+        report.pop("batch_norm")
     torch.save({**old, "format": 1}, tmp_path / "format1.pt")
     resumed = fit(
         ToyTask(), tmp_path, tmp_path / "second", CONFIG, resume_from=tmp_path / "format1.pt"
