@@ -388,12 +388,16 @@ def train_one_epoch(
         group["lr"] = rate
 
 
+# The least batch-norm momentum whose running statistics may compete with precise ones.
+RUNNING_MIN_MOMENTUM = 0.1
+
+
 @dataclass(frozen=True)
 class Evaluated:
     """The epoch's chosen candidate: which weights, which batch-norm statistics, its score."""
 
     weights: str  # "trained" or "average"
-    batch_norm: str  # "precise" or "running"
+    batch_norm: str  # "precise", "running" or "none" (no batch norm)
     model: nn.Module
     evaluation: Evaluation
 
@@ -415,25 +419,39 @@ def evaluate_candidates(run: Run, poll: Poll) -> Evaluated:
 
 def evaluate_statistics(run: Run, model: nn.Module, poll: Poll) -> tuple[str, Evaluation]:
     """model's evaluation with precise batch norm, or with its running statistics where the
-    config lets those compete and they validate strictly better (they are then restored).
-    A model without batch norm is evaluated once, as it is."""
+    config and the model let those compete and they validate strictly better (they are then
+    restored). A model without batch norm is evaluated once, as it is."""
     config = run.config
-    if not any(isinstance(module, _BatchNorm) for module in model.modules()):
+    norms = [module for module in model.modules() if isinstance(module, _BatchNorm)]
+    model.eval()  # the tasks do too; the running pass must not update what it scores
+    if not norms:
         return "none", run.task.evaluate(model, poll)
     if not config.precise_batch_norm:
         return "running", run.task.evaluate(model, poll)
-    running: tuple[list[torch.Tensor], Evaluation] | None = None
-    if config.batch_norm_choice:
-        kept = [buffer.clone() for buffer in model.buffers()]
+    running: tuple[dict[str, torch.Tensor], Evaluation] | None = None
+    if config.batch_norm_choice and running_statistics_current(norms):
+        kept = {name: buffer.clone() for name, buffer in model.named_buffers()}
         running = (kept, run.task.evaluate(model, poll))
     run.task.before_evaluation(model, poll)
     precise = run.task.evaluate(model, poll)
     if running is not None and running[1].score > precise.score:
         with torch.no_grad():
-            for buffer, saved in zip(model.buffers(), running[0], strict=True):
-                buffer.copy_(saved)
+            for name, buffer in model.named_buffers():
+                buffer.copy_(running[0][name])
         return "running", running[1]
     return "precise", precise
+
+
+def running_statistics_current(norms: list[_BatchNorm]) -> bool:
+    """Whether every batch norm's running statistics follow the weights closely enough to
+    compete with re-estimated ones: momentum at least RUNNING_MIN_MOMENTUM (PyTorch's
+    default 0.1, a memory of about ten steps: ResNets, EfficientNet). MobileNetV3's 0.01 and
+    SSDlite's 0.03 remember a hundred steps of an older network, which is what precise batch
+    norm is there to fix; on a handful of validation images such statistics can still win by
+    chance (a 2-epoch MobileNetV3-Small did, at 5 of 6 images)."""
+    return all(
+        norm.momentum is not None and norm.momentum >= RUNNING_MIN_MOMENTUM for norm in norms
+    )
 
 
 def save_epoch(run: Run, improved: bool) -> None:

@@ -70,7 +70,7 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 @dataclass
 class WeightAverage:
     """An exponential moving average of a model's parameters; buffers are copied from the
-    model before each evaluation (precise batch norm then re-estimates them)."""
+    model before each evaluation (precise batch norm may then re-estimate them)."""
 
     model: nn.Module
     updates: int = 0

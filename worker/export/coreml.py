@@ -188,8 +188,9 @@ def inspect(
 def image_input_problems(image: Any, contract: InputContract, details: dict[str, Any]) -> list[str]:
     """An ImageType input read against the description an app follows: its size is the view
     the description ends at (the centre crop, or a detector's resize), its colour space the
-    described one, and the Vision option it names (imageCropAndScaleOption, which resizes and
-    crops on device) does the described resize and crop."""
+    described channel order (and decode), and the Vision option it names
+    (imageCropAndScaleOption, which resizes and crops on device) does the described resize
+    and crop."""
     host = contract.host_preprocessing
     colour = image.ColorSpace.Name(image.colorSpace)
     details["input"] = {"width": image.width, "height": image.height, "color_space": colour}
@@ -200,15 +201,15 @@ def image_input_problems(image: Any, contract: InputContract, details: dict[str,
         problems.append(
             f"image input is {image.width}x{image.height}, the {view} is {width}x{height}"
         )
-    if colour != host["color_space"]:
-        problems.append(
-            f"image input colour space is {colour}, the description's {host['color_space']}"
-        )
+    # The channel order the model takes (colour_order), which the decode must also give.
+    for described in {contract.colour_order, host["color_space"]}:
+        if colour != described:
+            problems.append(f"image input colour space is {colour}, the description's {described}")
     vision = host["apple_vision_crop_and_scale"]
     # centerCrop scales the short side to the input's and crops the long one: the described
     # resize and crop only for a square crop of the resized short side. scaleFill stretches.
     if vision == "centerCrop":
-        if view != "center_crop" or height != width or host["resize_short_side"] != width:
+        if view != "center_crop" or height != width or host.get("resize_short_side") != width:
             problems.append(
                 "Vision's centerCrop does not do the described resize and crop (it needs a "
                 f"square crop of the resized short side; described: {_steps(host)})"

@@ -38,6 +38,7 @@ NEW_IN_2 = (
     "ema",
     "warmup",
     "precise_batch_norm",
+    "batch_norm_choice",
     "label_smoothing",
 )
 TIMING_FIELDS = {"duration_s", "train_duration_s", "images_per_s"}
@@ -362,10 +363,14 @@ class BatchNormToyTask(ToyTask):
 
     PRECISE_MEAN = 7.0
 
+    def __init__(self, scores: list[float] | None = None, momentum: float = 0.1):
+        super().__init__(scores)
+        self.momentum = momentum
+
     def build_model(
         self, config: TrainConfig, resumed_pretrained: bool | None
     ) -> tuple[nn.Module, bool]:
-        return nn.Sequential(nn.BatchNorm1d(4), nn.Linear(4, 2)), False
+        return nn.Sequential(nn.BatchNorm1d(4, momentum=self.momentum), nn.Linear(4, 2)), False
 
     def before_evaluation(self, model: nn.Module, poll: Poll) -> None:
         model[0].running_mean.fill_(self.PRECISE_MEAN)
@@ -407,9 +412,14 @@ def test_running_batch_norm_statistics_are_kept_where_they_validate_strictly_bet
     ]
 
 
-def test_without_the_choice_batch_norm_is_always_precise(tmp_path: Path) -> None:
-    task = BatchNormToyTask()
-    config = dataclasses.replace(CONFIG, batch_norm_choice=False)
+@pytest.mark.parametrize(
+    ("choice", "momentum"),
+    [(False, 0.1), (True, 0.01)],
+    ids=["without the choice", "statistics that lag (MobileNetV3's momentum)"],
+)
+def test_batch_norm_is_always_precise(tmp_path: Path, choice: bool, momentum: float) -> None:
+    task = BatchNormToyTask(momentum=momentum)
+    config = dataclasses.replace(CONFIG, batch_norm_choice=choice)
     result = fit(task, tmp_path, tmp_path / "out", config)
     assert task.evaluations == 8  # one per candidate
     assert {r.batch_norm for r in result.history} == {"precise"}

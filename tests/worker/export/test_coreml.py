@@ -100,6 +100,7 @@ def described_otherwise(**changes: Any) -> Any:
             "image input is 48x48, the center_crop is 40x40",
         ),
         (described_otherwise(host={"color_space": "BGR"}), "colour space is RGB, the description"),
+        (described_otherwise(colour_order="BGR"), "colour space is RGB, the description's BGR"),
         (described_otherwise(value_range=(0.0, 255.0)), "not 1 (bytes to the value range"),
         (described_otherwise(value_range=(0.5, 1.5)), "bias [0.0], not 0.5"),
         (described_otherwise(host={"apple_vision_crop_and_scale": "scaleFit"}), "'scaleFit'"),
