@@ -30,7 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.export_precision import export, interleaved_latency
 from worker.export.context import INPUT_NAME
-from worker.export.variants import CALIBRATION_IMAGES, VariantData, cpu_description
+from worker.export.variants import (
+    CALIBRATION_IMAGES,
+    VariantData,
+    cpu_description,
+    int8_settings,
+)
 
 PROFILED_CALLS = 50
 
@@ -105,13 +110,7 @@ def other_forms(source: Path, calibration: torch.Tensor, folder: Path) -> dict[s
     made = {}
     for index, (name, options) in enumerate(forms.items()):
         target = folder / f"form_{index}.onnx"
-        settings = {
-            "quant_format": QuantFormat.QDQ,
-            "per_channel": True,
-            "activation_type": QuantType.QUInt8,
-            "weight_type": QuantType.QInt8,
-        }
-        quantize_static(str(prepared), str(target), Images(), **(settings | options))
+        quantize_static(str(prepared), str(target), Images(), **(int8_settings() | options))
         made[name] = target
     return made
 

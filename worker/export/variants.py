@@ -246,16 +246,24 @@ def make_fp16(ctx: ExportContext, source: Path, target: Path, _: torch.Tensor) -
     _save(ctx, model, target, "fp16")
 
 
+def int8_settings() -> dict[str, Any]:
+    """quantize_static's options for the shipped int8 file: QDQ, int8 weights per output
+    channel, uint8 activations (bench/onnx_int8_forms.py varies them from here)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    return {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    }
+
+
 def make_int8(ctx: ExportContext, source: Path, target: Path, calibration: torch.Tensor) -> None:
     """Static QDQ quantization: int8 weights per output channel, uint8 activations whose
     ranges come from the calibration images."""
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from onnxruntime.quantization import CalibrationDataReader, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Images(CalibrationDataReader):
@@ -270,15 +278,7 @@ def make_int8(ctx: ExportContext, source: Path, target: Path, calibration: torch
     try:
         # Shape inference and graph folding first, as onnxruntime's guide asks.
         quant_pre_process(str(source), str(prepared))
-        quantize_static(
-            str(prepared),
-            str(target),
-            Images(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+        quantize_static(str(prepared), str(target), Images(), **int8_settings())
     finally:
         prepared.unlink(missing_ok=True)
     _save(ctx, onnx.load(str(target)), target, "int8")

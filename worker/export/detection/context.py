@@ -11,9 +11,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from worker.detection.data import preprocessing_description
 from worker.export.context import INPUT_NAME, PRODUCER
 from worker.export.detection.wrapper import DetectorExport
-from worker.export.manifest import DetectionThresholds
+from worker.export.manifest import DetectionThresholds, InputContract, detection_input_contract
 
 OUTPUT_NAMES = ("boxes", "scores", "labels")
 
@@ -66,6 +67,13 @@ class DetectionContext:
         """model's detections on every check image, one image per call."""
         with torch.no_grad():
             return [Detections.of(*model(image[None])) for image in self.check_images]
+
+    def input_contract(self) -> InputContract:
+        """The manifest's input: what every exported detector takes, as detection training
+        saw it (the Core ML check reads its image input against it)."""
+        return detection_input_contract(
+            self.image_size, self.mean, self.std, preprocessing_description(self.image_size)
+        )
 
     def string_metadata(self) -> dict[str, str]:
         """Self-description as string key/values: ONNX metadata_props, Core ML, TorchScript."""

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 
 from shared.contract import COREML_DETECTION_ARCHITECTURES
-from worker.detection.data import preprocessing_description
 from worker.export.checks import with_problems
 from worker.export.context import INPUT_NAME, PRODUCER, Exported
 from worker.export.coreml import (
@@ -48,7 +47,7 @@ from worker.export.detection.decoding import (
     torchvision_select,
 )
 from worker.export.detection.parity import compare
-from worker.export.manifest import Check, InputContract, detection_input_contract
+from worker.export.manifest import Check, InputContract
 from worker.export.torchscript import quiet_jit_deprecation
 
 __all__ = ["ARCHITECTURES", "FILE_NAME", "check", "export", "refusal"]
@@ -246,14 +245,10 @@ def check(ctx: DetectionContext, exported: Exported) -> Check:
     return with_problems(result, problems)
 
 
-def _inspect(
-    ctx: DetectionContext, spec: Any, contract: InputContract | None = None
-) -> tuple[list[str], dict[str, Any]]:
-    """What is wrong with a detector's pipeline spec (its image input against contract, by
-    default the manifest's), and what was read."""
-    contract = contract or detection_input_contract(
-        ctx.image_size, ctx.mean, ctx.std, preprocessing_description(ctx.image_size)
-    )
+def _inspect(ctx: DetectionContext, spec: Any) -> tuple[list[str], dict[str, Any]]:
+    """What is wrong with a detector's pipeline spec (its image input against the manifest's
+    input), and what was read."""
+    contract = ctx.input_contract()
     problems: list[str] = []
     details: dict[str, Any] = {"specification_version": spec.specificationVersion}
     if spec.WhichOneof("Type") != "pipeline":

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from shared.contract import DETECTION_EXPORT_FORMATS
-from worker.detection.data import preprocessing_description
 from worker.export.detection import coreml, onnx, torchscript
 from worker.export.detection.context import DetectionContext, Detections
 from worker.export.detection.wrapper import (
@@ -23,7 +22,6 @@ from worker.export.manifest import (
     ClassThresholds,
     DetectionOutputContract,
     Manifest,
-    detection_input_contract,
 )
 
 # The formats that can carry a detector, from the contract: the lite interpreter and
@@ -107,9 +105,7 @@ def export_detector(
         metrics,
         refused,
         task="detection",
-        input=detection_input_contract(
-            image_size, mean, std, preprocessing_description(image_size)
-        ),
+        input=ctx.input_contract(),
         output=output_contract(ctx),
         thresholds=thresholds,
     )
