@@ -625,7 +625,8 @@ def download_command(
 @click.argument("project")
 @api_options
 def cancel(profile: str, project: str, api_url: str, token: str | None) -> None:
-    """Cancel a training: a queued one ends at once, a running one at its next batch."""
+    """Cancel a training: a queued one ends at once, a running one at its next batch (an
+    exporting one before its next format)."""
     with _client(api_url, token) as client:
         answer = client.cancel(profile, project)
     _say(_console(), f"{profile}/{project}: {answer.result.value} — {answer.message}")

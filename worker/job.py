@@ -60,7 +60,7 @@ from worker.engine.results import (
     TrainResult,
     write_json,
 )
-from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed
+from worker.export import LABELS_FILE, MANIFEST_FILE, ExportFailed, ExportInterrupted
 from worker.export.manifest import ClassThresholds
 from worker.export.variants import CALIBRATION_IMAGES as VARIANT_CALIBRATION_IMAGES
 from worker.export.variants import points
@@ -174,15 +174,15 @@ class Job:
     def _check_claim_of(self, row: TrainingRow) -> None:
         holder = (row.worker_id, row.claim_token)
         if holder != (self.settings.worker_id, self.claim_token) or row.state.finished:
-            raise LostJob(self.key)
+            raise LostJob(self.key) from None
 
     def check_claim(self) -> None:
         """Raise LostJob unless the stored row is still this claim's (before any upload)."""
         if self.flags.lost:
-            raise LostJob(self.key)
+            raise LostJob(self.key) from None
         found = self.jobs.get(self.row.profile_id, self.row.project_name)
         if found is None:
-            raise LostJob(self.key)
+            raise LostJob(self.key) from None
         self._check_claim_of(found[0])
 
     def upload(self, path: Path, blob: str) -> None:
@@ -302,18 +302,23 @@ class Job:
         except TrainingInterrupted:
             return self.pause()
         except TrainingCancelled:
-            if self.flags.lost:
-                raise LostJob(self.key) from None
-            if self.flags.timed_out:
-                return self.finish(
-                    State.FAILED,
-                    f"the job ran past the wall-time limit of {self.settings.max_wall_seconds} s "
-                    f"(AITRAINER_MAX_WALL_SECONDS) at epoch {self.row.current_epoch}",
-                )
-            return self.finish(
-                State.CANCELLED, f"cancelled during epoch {self.row.current_epoch + 1}"
+            return self._stopped(
+                f"at epoch {self.row.current_epoch}", f"during epoch {self.row.current_epoch + 1}"
             )
         return self._deliver(result, root)
+
+    def _stopped(self, timed_out_when: str, cancelled_when: str) -> Outcome:
+        """The end of a job its flags interrupted: the claim lost (leave), past the wall-time
+        limit (FAILED) or cancelled (CANCELLED); the phrases say when."""
+        if self.flags.lost:
+            raise LostJob(self.key) from None
+        if self.flags.timed_out:
+            return self.finish(
+                State.FAILED,
+                f"the job ran past the wall-time limit of {self.settings.max_wall_seconds} s "
+                f"(AITRAINER_MAX_WALL_SECONDS) {timed_out_when}",
+            )
+        return self.finish(State.CANCELLED, f"cancelled {cancelled_when}")
 
     def _train(self, root: Path, config: TrainConfig, checkpoint: Path | None) -> TrainResult:
         """fit, restarted once from epoch 1 at half the batch size (the learning rate as
@@ -584,10 +589,14 @@ class Job:
                 metrics=report_summary(result),
                 model_version=f"{self.key}@{utcnow().strftime('%Y%m%dT%H%M%SZ')}",
                 class_thresholds=shipped_thresholds(result, self.row.params.threshold_precision),
+                interrupted=self.flags.interrupt_training,
                 **export_arguments,
             )
         except ExportFailed as error:
             manifest, failure = error.manifest, str(error)
+        except ExportInterrupted as stop:  # nothing uploaded: the row keeps no export
+            done = f" ({', '.join(stop.done)} done, none delivered)" if stop.done else ""
+            return self._stopped(f"while exporting{done}", f"while exporting{done}")
         if manifest.precisions is not None:  # metrics.json holds the table too
             measured = json.loads(result.metrics_path.read_text())
             measured["export_precisions"] = manifest.precisions.model_dump(mode="json")

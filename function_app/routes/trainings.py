@@ -340,7 +340,8 @@ def delete_training(stored: StoredTrainingDep, services: ServicesDep) -> DeleteT
     responses=ERROR_RESPONSES,
 )
 def cancel_training(key: TrainingKeyDep, services: ServicesDep) -> StatusResponse:
-    """Cancel a training: a queued one ends now, a running one at its next batch."""
+    """Cancel a training: a queued one ends now, a training one at its next batch, an
+    exporting one before its next format (nothing of the export is delivered)."""
     try:
         row, _ = services.jobs.modify(key.profile_id, key.project_name, _request_cancel)
     except TrainingNotFound as error:

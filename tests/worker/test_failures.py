@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import stat
 import time
@@ -27,7 +28,7 @@ from tests.worker.conftest import (
     upload_azure,
     wait_for,
 )
-from tests.worker.test_pipeline import azure_request, s3_request
+from tests.worker.test_pipeline import EVERY_FORMAT, azure_request, s3_request
 
 
 def queue_sizes(settings: ApiSettings) -> tuple[int, int]:
@@ -318,6 +319,40 @@ def test_cancel_stops_a_running_training_and_keeps_its_checkpoint(
     row, _ = JobsTable(account.table(settings.trainings_table)).get("clinic", "teeth")  # type: ignore[misc]
     assert row.checkpoint_blob.startswith(".resume/clinic/teeth/")
     assert row.checkpoint_blob in names
+
+
+def test_cancel_while_exporting_stops_before_the_next_format_and_delivers_nothing(
+    client: httpx.Client,
+    settings: ApiSettings,
+    azurite: Azurite,
+    dataset_container: Any,
+    start_worker: Any,
+) -> None:
+    """Every format and variant asked for: the export is long enough that a cancel seen
+    at EXPORTING (the heartbeat reads it every 0.5 s) lands before its last stage."""
+    upload_azure(dataset_container, "teeth/", dataset_files(per_class=12))
+    body = azure_request(
+        azurite,
+        dataset_container.container_name,
+        "teeth",
+        export=EVERY_FORMAT,
+        export_precision=["fp32", "fp16", "int8"],
+    )
+    assert client.post("/starttraining/", json=body).status_code == 202
+    worker = start_worker()
+    wait_for(client, "clinic", "teeth", done=lambda s: s["result"] == "EXPORTING")
+    assert client.post("/canceltraining/clinic/teeth").status_code == 200
+    status = wait_for(client, "clinic", "teeth", timeout=120)
+    assert status["result"] == "CANCELLED", (status, worker.text()[-3000:])
+    assert re.fullmatch(
+        r"cancelled while exporting( \([a-z0-9_, ]+ done, none delivered\))?", status["message"]
+    ), status["message"]
+    assert "executorch" not in status["message"]  # the last format never started
+    assert not status.get("exports")
+    blobs = StorageAccount(settings).container(settings.models_container)
+    names = [b.name for b in blobs.list_blobs()]
+    assert not [n for n in names if n.rsplit("/", 1)[-1].startswith("model")], names
+    assert "manifest.json" not in {n.rsplit("/", 1)[-1] for n in names}
 
 
 def test_a_job_that_keeps_failing_ends_failed_in_the_poison_queue(

@@ -6,6 +6,7 @@ softmax and NMS are inside. See docs/exports.md.
 """
 
 from worker.export.checks import PROBABILITY_ATOL
+from worker.export.context import ExportInterrupted
 from worker.export.detection import DETECTION_FORMATS, export_detector
 from worker.export.exporter import FORMATS, ExportFailed, export_all
 from worker.export.manifest import (
@@ -26,6 +27,7 @@ __all__ = [
     "PROBABILITY_ATOL",
     "Check",
     "ExportFailed",
+    "ExportInterrupted",
     "ExportedFile",
     "FormatResult",
     "Manifest",

@@ -20,6 +20,15 @@ PRODUCER = "AI Trainer"
 FileRole = Literal["model", "state_dict"]
 
 
+class ExportInterrupted(Exception):
+    """The job asked the export to stop (a cancel, the wall-time limit, a lost claim):
+    raised between formats and between variants, never swallowed as a format's failure."""
+
+    def __init__(self, done: list[str]) -> None:
+        self.done = done  # the formats and variants finished before the stop
+        super().__init__(f"export interrupted after {', '.join(done) or 'nothing'}")
+
+
 @dataclass
 class ExportContext:
     """One export run: the wrapped model, what describes it, and the PyTorch reference output."""

@@ -20,7 +20,7 @@ from shared.contract import (
     VARIANT_FORMATS,
 )
 from worker.export import coreml, executorch, mobile, onnx, torchscript, variants
-from worker.export.context import ExportContext, Exported, FileRole
+from worker.export.context import ExportContext, Exported, ExportInterrupted, FileRole
 from worker.export.manifest import (
     Check,
     ClassThresholds,
@@ -122,6 +122,7 @@ def export_all(
     tolerance: float = DEFAULT_EXPORT_TOLERANCE,
     variant_data: Callable[[], VariantData] | None = None,
     check_files: list[Path] | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> Manifest:
     """Export model in every requested format to out_dir, check each, write the manifest.
 
@@ -130,7 +131,9 @@ def export_all(
     (VARIANT_FORMATS: ONNX, Core ML, ExecuTorch), scored on what variant_data() gives and
     delivered within tolerance of fp32's validation accuracy (variants.py).
     check_files, the stored files check_images were decoded from, are also fed through
-    host_preprocessing into each runnable format (the raw-file check).
+    host_preprocessing into each runnable format (the raw-file check). interrupted() is
+    asked before each format and each variant; when true, ExportInterrupted is raised and
+    no manifest is written.
 
     model outputs logits for ImageNet-normalised input; every export instead takes RGB in
     [0, 1] and outputs probabilities. Returns the manifest when every format passed; raises
@@ -186,7 +189,7 @@ def export_all(
         assert gather is not None  # refused above
 
         def make_variants(results: Mapping[str, FormatResult]) -> tuple[PrecisionTable, list[Path]]:
-            return variants.precision_table(ctx, wanted, tolerance, gather, results)
+            return variants.precision_table(ctx, wanted, tolerance, gather, results, interrupted)
 
     return export_formats(
         ctx,
@@ -194,6 +197,7 @@ def export_all(
         EXPORTERS,
         metrics,
         make_variants=make_variants,
+        interrupted=interrupted,
         input=input_contract(image_size),
         output=output_contract(len(labels)),
         class_thresholds=class_thresholds,
@@ -209,10 +213,12 @@ def export_formats(
     make_variants: (
         Callable[[Mapping[str, FormatResult]], tuple[PrecisionTable, list[Path]]] | None
     ) = None,
+    interrupted: Callable[[], bool] | None = None,
     **task_fields: Any,
 ) -> Manifest:
     """Run each requested format (a refused one fails with its reason), then make_variants
-    from their results, and write the manifest.
+    from their results, and write the manifest. interrupted() is asked before each format
+    (and by make_variants before each variant): ExportInterrupted when it says stop.
 
     task_fields are the manifest's task-specific fields (input, output, task, thresholds).
     Returns the manifest when every format passed, else raises ExportFailed after writing it;
@@ -222,6 +228,8 @@ def export_formats(
     results: dict[str, FormatResult] = {}
     files: list[ExportedFile] = []
     for name in requested:
+        if interrupted is not None and interrupted():
+            raise ExportInterrupted(list(results))
         if refused and name in refused:
             results[name] = FormatResult(format=name, status="failed", error=refused[name])
             continue
@@ -229,6 +237,8 @@ def export_formats(
         files += [describe_file(name, path, role) for path, role in delivered]
     precisions = None
     if make_variants is not None:
+        if interrupted is not None and interrupted():
+            raise ExportInterrupted(list(results))
         precisions, variant_paths = make_variants(results)
         keys = {row.file: row.key for row in precisions.rows if row.file}
         files += [describe_file(keys[path.name], path, "model") for path in variant_paths]

@@ -34,7 +34,13 @@ from worker.export import coreml as coreml_format
 from worker.export import coreml_variants, executorch_variants
 from worker.export import executorch as executorch_format
 from worker.export import onnx as onnx_format
-from worker.export.context import INPUT_NAME, OUTPUT_NAME, PRODUCER, ExportContext
+from worker.export.context import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PRODUCER,
+    ExportContext,
+    ExportInterrupted,
+)
 from worker.export.manifest import FormatResult, PrecisionRow, PrecisionTable
 from worker.export.precision_rows import median_ms, model_probabilities, not_made, scored_row
 
@@ -86,15 +92,19 @@ def precision_table(
     tolerance: float,
     gather: Callable[[], VariantData],
     results: Mapping[str, FormatResult],
+    interrupted: Callable[[], bool] | None = None,
 ) -> tuple[PrecisionTable, list[Path]]:
     """Make, measure and gate each requested variant of each requested format that makes
     variants (ONNX, Core ML, ExecuTorch); the table (each format's float32 row first) and
     the variant files to deliver. gather() gives the images, called here: whatever goes
     wrong (memory, a runtime's error) costs the variants, never the formats already checked;
-    a format's float32 file that cannot be scored costs that format's variants only."""
+    a format's float32 file that cannot be scored costs that format's variants only.
+    interrupted() is asked before each variant: ExportInterrupted when it says stop."""
     wanted = [p for p in precisions if p != "fp32"]
     try:
-        return _precision_table(ctx, wanted, tolerance, gather(), results)
+        return _precision_table(ctx, wanted, tolerance, gather(), results, interrupted)
+    except ExportInterrupted:
+        raise
     except Exception as error:
         log.exception("export %s: scoring the precision variants failed", ctx.model_version)
         for format_name in VARIANT_MAKERS:
@@ -125,6 +135,7 @@ def _precision_table(
     tolerance: float,
     data: VariantData,
     results: Mapping[str, FormatResult],
+    interrupted: Callable[[], bool] | None,
 ) -> tuple[PrecisionTable, list[Path]]:
     import onnxruntime
 
@@ -158,6 +169,9 @@ def _precision_table(
             if why is not None:
                 rows.append(not_made(format_name, precision, why))
                 continue
+            if interrupted is not None and interrupted():
+                made = [row.key for row in rows if row.delivered and row.precision != "fp32"]
+                raise ExportInterrupted(list(results) + made)
             row, path = _variant(ctx, maker, format_name, precision, scored)
             if row.delivered and row.accuracy is not None:
                 reason = gate_reason(fp32_accuracy, row.accuracy, tolerance)

@@ -18,7 +18,7 @@ from tests.worker.export.conftest import (
     MODEL_VERSION,
     ExportRun,
 )
-from worker.export import FORMATS, ExportFailed, Manifest, export_all
+from worker.export import FORMATS, ExportFailed, ExportInterrupted, Manifest, export_all
 
 
 def export(model: nn.Module, images: torch.Tensor, out_dir: Path, formats: list[str]) -> Manifest:
@@ -165,3 +165,34 @@ def test_arguments_that_make_every_export_meaningless_are_refused_up_front(
     with pytest.raises(ValueError, match=message):
         export_all(**(arguments | change))  # type: ignore[arg-type]
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_an_interrupted_export_stops_between_formats_and_writes_no_manifest(
+    classifier: nn.Module, check_images: torch.Tensor, tmp_path: Path
+) -> None:
+    """The job's cancel / wall-time / lost-claim flag is asked before each format: once it
+    says stop, no further format starts and nothing claims to be delivered."""
+    asked: list[int] = []
+
+    def interrupted() -> bool:
+        asked.append(len(asked))
+        return len(asked) > 1  # stop once the first format is done
+
+    with pytest.raises(ExportInterrupted) as stop:
+        export_all(
+            model=classifier,
+            class_names=LABELS,
+            image_size=IMAGE_SIZE,
+            architecture=ARCHITECTURE,
+            formats=["torch", "onnx", "executorch"],
+            check_images=check_images,
+            out_dir=tmp_path,
+            metrics=METRICS,
+            model_version=MODEL_VERSION,
+            interrupted=interrupted,
+        )
+    assert stop.value.done == ["torch"]
+    assert str(stop.value) == "export interrupted after torch"
+    assert len(asked) == 2
+    assert not (tmp_path / "manifest.json").exists()
+    assert not (tmp_path / "model.onnx").exists() and not (tmp_path / "model.pte").exists()

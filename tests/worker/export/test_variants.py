@@ -22,7 +22,7 @@ from tests.worker.export.conftest import (
     colour_images,
     toy_context,
 )
-from worker.export import Manifest, export_all
+from worker.export import ExportInterrupted, Manifest, export_all
 from worker.export.coreml_variants import spec_problems
 from worker.export.manifest import FormatResult
 from worker.export.variants import VariantData, gate_reason, precision_table
@@ -186,6 +186,20 @@ def test_a_variant_beyond_the_tolerance_is_not_delivered(
     reason = rows["executorch_int8"].reason or ""
     assert reason.startswith("the float32 executorch file could not be scored: ")
     assert table.runtime is not None and "ExecuTorch runtime" in table.runtime
+    # A stop asked between variants is not a variant's failure: it goes up, and the
+    # variant it came before is not made.
+    (tmp_path / "model_int8.onnx").unlink()
+    with pytest.raises(ExportInterrupted) as stop:
+        precision_table(
+            ctx,
+            ["fp32", "fp16", "int8"],
+            1.0,
+            lambda: VariantData(validation, labels, validation[:8]),
+            {"onnx": passed},
+            interrupted=lambda: (tmp_path / "model_fp16.onnx").exists(),
+        )
+    assert stop.value.done == ["onnx", "onnx_fp16"]
+    assert not (tmp_path / "model_int8.onnx").exists()
 
 
 def test_the_gate_allows_the_tolerance_and_names_the_drop() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def export_detector(
     model_version: str,
     score_threshold: float = DEFAULT_SCORE_THRESHOLD,
     class_thresholds: ClassThresholds | None = None,
+    interrupted: Callable[[], bool] | None = None,
 ) -> Manifest:
     """Export a torchvision detector in every requested format, check each, write the manifest.
 
@@ -59,7 +61,8 @@ def export_detector(
     0-based labels after its own NMS, keeping scores above score_threshold. Returns the
     manifest when every format passed; raises ExportFailed (after writing the manifest for
     what passed) when any failed, and ValueError, before exporting anything, for arguments
-    that make any export meaningless.
+    that make any export meaningless. interrupted() is asked before each format:
+    ExportInterrupted (no manifest) when it says stop.
     """
     labels = list(class_names)
     if class_thresholds is not None:  # a detector's thresholds are its score_threshold
@@ -104,6 +107,7 @@ def export_detector(
         EXPORTERS,
         metrics,
         refused,
+        interrupted=interrupted,
         task="detection",
         input=ctx.input_contract(),
         output=output_contract(ctx),
