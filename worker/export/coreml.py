@@ -27,8 +27,6 @@ PACKAGE_NAME = "model.mlpackage"
 # ML Programs on every iPhone still receiving updates.
 MINIMUM_DEPLOYMENT_TARGET = "iOS16"
 MIN_SPEC_VERSION = 7
-PIXEL_SCALE = 1 / 255
-PIXEL_BIAS = (0.0, 0.0, 0.0)
 LABEL_OUTPUT = "classLabel"
 PROBABILITIES_OUTPUT = "classLabel_probs"
 # Float32 weights and compute: the same numbers as the checked formats. The Neural Engine
@@ -36,9 +34,12 @@ PROBABILITIES_OUTPUT = "classLabel_probs"
 COMPUTE_PRECISION = "float32"
 
 
-def convert(module: Any, size: int, compute_precision: str = "float32", **options: Any) -> Any:
-    """An ML Program from a traced module with our RGB image input, unloaded; float32
-    unless asked for float16 (weights and arithmetic: the fp16 variant).
+def convert(
+    module: Any, contract: InputContract, compute_precision: str = "float32", **options: Any
+) -> Any:
+    """An ML Program from a traced module with the image input contract describes
+    (image_input), unloaded; float32 unless asked for float16 (weights and arithmetic: the
+    fp16 variant).
 
     Shared by classifiers and detectors: options name the outputs (and a classifier config).
     """
@@ -47,21 +48,44 @@ def convert(module: Any, size: int, compute_precision: str = "float32", **option
     return ct.convert(
         module,
         source="pytorch",
-        inputs=[
-            ct.ImageType(
-                name=INPUT_NAME,
-                shape=(1, 3, size, size),
-                scale=PIXEL_SCALE,
-                bias=list(PIXEL_BIAS),
-                color_layout=ct.colorlayout.RGB,
-            )
-        ],
+        inputs=[image_input(contract)],
         convert_to="mlprogram",
         minimum_deployment_target=getattr(ct.target, MINIMUM_DEPLOYMENT_TARGET),
         compute_precision=ct.precision(compute_precision),
         skip_model_load=True,  # no Core ML framework on Linux
         **options,
     )
+
+
+def image_input(contract: InputContract) -> Any:
+    """Core ML's image input as the manifest describes the model's: the size of the view the
+    host steps end at, the channel order, and bytes 0-255 scaled to the value range (the
+    check, image_input_problems and pixel_scale_problems, reads the file against the same)."""
+    import coremltools as ct
+
+    low, high = contract.value_range
+    _, (height, width) = described_view(contract.host_preprocessing)
+    return ct.ImageType(
+        name=INPUT_NAME,
+        shape=(1, 3, height, width),
+        scale=(high - low) / 255,
+        bias=[low] * 3,
+        color_layout=getattr(ct.colorlayout, contract.colour_order),
+    )
+
+
+def describe_image_input(contract: InputContract) -> str:
+    """image_input in words, for the manifest's format details."""
+    low, high = contract.value_range
+    return f"image ({contract.colour_order}), scale {(high - low) / 255:.8g}, bias {[low] * 3}"
+
+
+def described_view(host: dict[str, Any]) -> tuple[str, tuple[int, int]]:
+    """The step the host preprocessing ends at (a classifier's centre crop, a detector's
+    resize) and its height and width: the size of the model's image input."""
+    view = "center_crop" if "center_crop" in host else "resize"
+    height, width = host[view]
+    return view, (height, width)
 
 
 def export(ctx: ExportContext) -> Exported:
@@ -76,7 +100,7 @@ def export(ctx: ExportContext) -> Exported:
             "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
             "compute_precision": COMPUTE_PRECISION,
             "input_shape": [1, 3, size, size],
-            "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
+            "input": describe_image_input(input_contract(size)),
             "outputs": [LABEL_OUTPUT, PROBABILITIES_OUTPUT],
             "vision_crop_and_scale": "centerCrop",
             "package": f"{FILE_NAME} holds the folder {PACKAGE_NAME}/ (unzip for Xcode)",
@@ -96,7 +120,7 @@ def classifier_program(
     # shared trace also feeds the torch and pytorchmobile files.
     mlmodel = convert(
         torchscript.trace(ctx),
-        size,
+        input_contract(size),
         compute_precision,
         # Naming the probabilities keeps the converter from renaming an anonymous tensor.
         outputs=[ct.TensorType(name=OUTPUT_NAME)],
@@ -195,8 +219,7 @@ def image_input_problems(image: Any, contract: InputContract, details: dict[str,
     colour = image.ColorSpace.Name(image.colorSpace)
     details["input"] = {"width": image.width, "height": image.height, "color_space": colour}
     problems = []
-    view = "center_crop" if "center_crop" in host else "resize"
-    height, width = host[view]
+    view, (height, width) = described_view(host)
     if (image.width, image.height) != (width, height):
         problems.append(
             f"image input is {image.width}x{image.height}, the {view} is {width}x{height}"

@@ -121,3 +121,31 @@ def test_the_image_input_is_read_against_the_hosts_description(
         assert problems == []
     else:
         assert len(problems) == 1 and problem in problems[0], problems
+
+
+def test_the_image_input_is_built_from_the_description_it_is_checked_against() -> None:
+    """convert takes the input contract: another size, channel order and value range give
+    a file whose image input and pixel scaling the check reads as that contract's."""
+    import torch
+
+    contract = described_otherwise(
+        colour_order="BGR",
+        value_range=(-1.0, 1.0),
+        host={"resize_short_side": 40, "center_crop": [40, 40], "color_space": "BGR"},
+    )
+    traced = torch.jit.trace(torch.nn.Conv2d(3, 2, 3).eval(), torch.zeros(1, 3, 40, 40))
+    spec = coreml.convert(traced, contract, outputs=[ct.TensorType(name="out")]).get_spec()
+    (image,) = spec.description.input
+    details: dict[str, Any] = {}
+    assert coreml.image_input_problems(image.type.imageType, contract, details) == []
+    assert details["input"] == {"width": 40, "height": 40, "color_space": "BGR"}
+    ops = coreml.program_ops(spec, details)
+    assert coreml.pixel_scale_problems(ops, contract, details) == []
+    assert details["scale"] == pytest.approx(2 / 255) and details["bias"] == [-1.0] * 3
+    assert coreml.describe_image_input(contract) == (
+        "image (BGR), scale 0.0078431373, bias [-1.0, -1.0, -1.0]"
+    )
+    # The default description (48 px, RGB, [0, 1]) finds the file wrong on each count.
+    problems = coreml.image_input_problems(image.type.imageType, input_contract(IMAGE_SIZE), {})
+    problems += coreml.pixel_scale_problems(ops, input_contract(IMAGE_SIZE), {})
+    assert len(problems) == 4, problems

@@ -30,9 +30,8 @@ from worker.export.coreml import (
     MIN_SPEC_VERSION,
     MINIMUM_DEPLOYMENT_TARGET,
     PACKAGE_NAME,
-    PIXEL_BIAS,
-    PIXEL_SCALE,
     convert,
+    describe_image_input,
     image_input_problems,
     load_zipped_spec,
     pixel_scale_problems,
@@ -103,7 +102,7 @@ def export(ctx: DetectionContext) -> Exported:
         raise UnsupportedArchitecture(why)
     network = convert(
         decoder(ctx),
-        ctx.image_size,
+        ctx.input_contract(),
         outputs=[ct.TensorType(name=RAW_CONFIDENCE), ct.TensorType(name=RAW_COORDINATES)],
     )
     anchors = int(decoder(ctx).anchors.shape[0])
@@ -124,7 +123,7 @@ def export(ctx: DetectionContext) -> Exported:
             "minimum_deployment_target": MINIMUM_DEPLOYMENT_TARGET,
             "compute_precision": COMPUTE_PRECISION,
             "input_shape": [1, 3, ctx.image_size, ctx.image_size],
-            "input": f"image (RGB), scale {PIXEL_SCALE:.8g}, bias {list(PIXEL_BIAS)}",
+            "input": describe_image_input(ctx.input_contract()),
             "anchors": anchors,
             "outputs": [CONFIDENCE, COORDINATES],
             "optional_inputs": [IOU_INPUT, CONFIDENCE_INPUT],
