@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,7 +22,9 @@ from tests.worker.export.conftest import (
 from worker.export import FORMATS, ExportFailed, ExportInterrupted, Manifest, export_all
 
 
-def export(model: nn.Module, images: torch.Tensor, out_dir: Path, formats: list[str]) -> Manifest:
+def export(
+    model: nn.Module, images: torch.Tensor, out_dir: Path, formats: list[str], **options: Any
+) -> Manifest:
     return export_all(
         model=model,
         class_names=LABELS,
@@ -32,6 +35,7 @@ def export(model: nn.Module, images: torch.Tensor, out_dir: Path, formats: list[
         out_dir=out_dir,
         metrics=METRICS,
         model_version=MODEL_VERSION,
+        **options,
     )
 
 
@@ -179,16 +183,11 @@ def test_an_interrupted_export_stops_between_formats_and_writes_no_manifest(
         return len(asked) > 1  # stop once the first format is done
 
     with pytest.raises(ExportInterrupted) as stop:
-        export_all(
-            model=classifier,
-            class_names=LABELS,
-            image_size=IMAGE_SIZE,
-            architecture=ARCHITECTURE,
-            formats=["torch", "onnx", "executorch"],
-            check_images=check_images,
-            out_dir=tmp_path,
-            metrics=METRICS,
-            model_version=MODEL_VERSION,
+        export(
+            classifier,
+            check_images,
+            tmp_path,
+            ["torch", "onnx", "executorch"],
             interrupted=interrupted,
         )
     assert stop.value.done == ["torch"]
