@@ -10,7 +10,13 @@ Two measurements in one run:
    do not depend on training) exported once as float32 ONNX only and once with the variants,
    side by side: the seconds the variants add, and int8/fp32 latency.
 
+With --int8-settings, the trained model's float32 ONNX file is also quantized with the
+settings onnxruntime offers beside ours (full-range weights, other calibrations, int8
+activations) and each file's validation accuracy and agreement printed, with the CPU's
+int8 instructions: what the shipped int8_settings() were chosen against.
+
     python bench/export_precision.py [--architecture mobilenet_v3_large] [--epochs 10]
+    python bench/export_precision.py --int8-settings --cost-size 0
 """
 
 from __future__ import annotations
@@ -36,7 +42,12 @@ from worker.classification.task import ClassificationTask
 from worker.engine.loop import fit
 from worker.export import Manifest, export_all
 from worker.export.context import INPUT_NAME
-from worker.export.variants import CALIBRATION_IMAGES, VariantData
+from worker.export.variants import (
+    CALIBRATION_IMAGES,
+    VariantData,
+    cpu_description,
+    quantize_int8,
+)
 
 PRECISIONS = ["fp32", "fp16", "int8"]
 TRAINED_FORMATS = ["onnx", "coreml", "executorch"]  # every format that makes variants
@@ -49,6 +60,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--cost-size", type=int, default=224, help="0: skip the cost part")
     parser.add_argument("--no-training", action="store_true", help="only the cost part")
+    parser.add_argument(
+        "--int8-settings",
+        action="store_true",
+        help="the trained model quantized other ways too (validation accuracy, agreement)",
+    )
     parser.add_argument(
         "--cost-executorch",
         action="store_true",
@@ -89,11 +105,71 @@ def trained(args: argparse.Namespace) -> None:
         model, class_names, _ = task.load_best(result.checkpoint_best, None)
         images, _ = task.export_images(train_dir, config, 32)
         data = task.variant_data(CALIBRATION_IMAGES)
+        kept = Path(scratch, "export")
         manifest, seconds = export(
-            model, list(class_names), config.image_size, images, data, 0.01, TRAINED_FORMATS
+            model,
+            list(class_names),
+            config.image_size,
+            images,
+            data,
+            0.01,
+            TRAINED_FORMATS,
+            keep=kept,
         )
-    print(f"\nexport with variants: {seconds:.1f} s")
-    table(manifest)
+        print(f"\nexport with variants: {seconds:.1f} s")
+        table(manifest)
+        if args.int8_settings:
+            int8_settings_compared(kept / "model.onnx", data, kept)
+
+
+def int8_settings_compared(source: Path, data: VariantData, folder: Path) -> None:
+    """One trained float32 file quantized each way onnxruntime offers near ours, scored on
+    the validation split beside the float32 file."""
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+
+    percentile = {"calibrate_method": CalibrationMethod.Percentile}
+    settings: dict[str, dict] = {
+        "shipped (7-bit weights)": {},
+        "full-range weights": {"reduce_range": False},
+        "full-range, per-tensor weights": {"reduce_range": False, "per_channel": False},
+        "full-range, int8 activations": {"reduce_range": False, "activation_type": QuantType.QInt8},
+        "full-range, entropy ranges": {
+            "reduce_range": False,
+            "calibrate_method": CalibrationMethod.Entropy,
+        },
+        "7-bit, percentile 99.999 ranges": percentile
+        | {"extra_options": {"CalibPercentile": 99.999}},
+        "7-bit, percentile 99.99 ranges": percentile
+        | {"extra_options": {"CalibPercentile": 99.99}},
+    }
+    pixels = (data.validation.float() / 255).numpy()
+
+    def top1(path: Path) -> np.ndarray:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        batches = [
+            session.run(None, {INPUT_NAME: pixels[i : i + 64]})[0]
+            for i in range(0, len(pixels), 64)
+        ]
+        return np.concatenate(batches).argmax(1)
+
+    labels = data.labels.numpy()
+    reference = top1(source)
+    cpu = cpu_description()
+    print(
+        f"\nint8 settings, {len(labels)} validation images, {cpu['model']}, int8 instructions: "
+        f"{', '.join(cpu['int8_instructions']) or 'none'}"
+    )
+    print(f"{'settings':<34} accuracy  agreement  seconds")
+    print(f"{'float32':<34} {(reference == labels).mean():8.3f}  {1:9.3f}        —")
+    for index, (name, overrides) in enumerate(settings.items()):
+        target = folder / f"int8_{index}.onnx"
+        started = time.perf_counter()
+        quantize_int8(source, target, data.calibration, **overrides)
+        seconds = time.perf_counter() - started
+        top = top1(target)
+        accuracy, agreement = (top == labels).mean(), (top == reference).mean()
+        print(f"{name:<34} {accuracy:8.3f}  {agreement:9.3f}  {seconds:7.1f}")
 
 
 def cost(architecture: str, size: int, executorch: bool = False) -> None:

@@ -1,8 +1,8 @@
 """Why int8 ONNX does not speed MobileNetV3 up on an x86 CPU: the forms we could ship, timed.
 
 One run: ARCHITECTURE at SIZE px with random weights (latency does not depend on training)
-exported as a job does (model.onnx, and model_int8.onnx: QDQ, per-channel int8 weights,
-uint8 activations), then other forms onnxruntime's quantizer makes from the same prepared
+exported as a job does (model.onnx, and model_int8.onnx: QDQ, per-channel 7-bit int8
+weights, uint8 activations), then other forms onnxruntime's quantizer makes from the same prepared
 graph and the same calibration images: QOperator, per-tensor weights, int8 activations,
 uint8 weights, depthwise convolutions kept float, convolutions only. All are timed call by
 call in turn on one onnxruntime thread (a ratio that machine load shifts equally), and the
@@ -34,7 +34,7 @@ from worker.export.variants import (
     CALIBRATION_IMAGES,
     VariantData,
     cpu_description,
-    int8_settings,
+    quantize_int8,
 )
 
 PROFILED_CALLS = 50
@@ -72,13 +72,8 @@ def main() -> None:
 
 
 def other_forms(source: Path, calibration: torch.Tensor, folder: Path) -> dict[str, Path]:
-    """The same float32 file quantized other ways, from one prepared graph."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    """The same float32 file quantized other ways (the shipped settings, one changed)."""
+    from onnxruntime.quantization import QuantFormat, QuantType
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = folder / "prepared.onnx"
@@ -99,18 +94,11 @@ def other_forms(source: Path, calibration: torch.Tensor, folder: Path) -> dict[s
         "QDQ, 1x1 convs only": {"nodes_to_exclude": not_pointwise},
     }
 
-    class Images(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.images = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            image = next(self.images, None)
-            return None if image is None else {INPUT_NAME: (image.float() / 255)[None].numpy()}
-
     made = {}
     for index, (name, options) in enumerate(forms.items()):
         target = folder / f"form_{index}.onnx"
-        quantize_static(str(prepared), str(target), Images(), **(int8_settings() | options))
+        # quantize_int8 prepares the same graph again: the node names above are its.
+        quantize_int8(source, target, calibration, **options)
         made[name] = target
     return made
 
