@@ -458,7 +458,7 @@ def test_a_resume_continues_with_the_engines_recipe_of_the_day(tmp_path: Path) -
     # A deploy that changes the engine's own recipe must not fail the jobs in flight.
     with pytest.raises(TrainingInterrupted):
         fit(ToyTask(), tmp_path, tmp_path / "first", CONFIG, stop_after_epoch=lambda: True)
-    changed = dataclasses.replace(CONFIG, ema=False, warmup=True, label_smoothing=0.1)
+    changed = dataclasses.replace(CONFIG, ema=False, warmup=True, label_smoothing=0.2)
     resumed = fit(
         ToyTask(),
         tmp_path,
