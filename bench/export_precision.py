@@ -46,6 +46,7 @@ from worker.export.variants import (
     CALIBRATION_IMAGES,
     VariantData,
     cpu_description,
+    onnx_probabilities,
     quantize_int8,
 )
 
@@ -125,7 +126,6 @@ def trained(args: argparse.Namespace) -> None:
 def int8_settings_compared(source: Path, data: VariantData, folder: Path) -> None:
     """One trained float32 file quantized each way onnxruntime offers near ours, scored on
     the validation split beside the float32 file."""
-    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantType
 
     percentile = {"calibrate_method": CalibrationMethod.Percentile}
@@ -143,15 +143,9 @@ def int8_settings_compared(source: Path, data: VariantData, folder: Path) -> Non
         "7-bit, percentile 99.99 ranges": percentile
         | {"extra_options": {"CalibPercentile": 99.99}},
     }
-    pixels = (data.validation.float() / 255).numpy()
 
     def top1(path: Path) -> np.ndarray:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        batches = [
-            session.run(None, {INPUT_NAME: pixels[i : i + 64]})[0]
-            for i in range(0, len(pixels), 64)
-        ]
-        return np.concatenate(batches).argmax(1)
+        return onnx_probabilities(path, data.validation).argmax(1)
 
     labels = data.labels.numpy()
     reference = top1(source)

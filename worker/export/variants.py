@@ -397,23 +397,25 @@ def _measured(
 ) -> PrecisionRow:
     """Score one ONNX file on the validation split and time it at batch 1 on one CPU thread
     (a phone's inference thread, and steady on a shared machine)."""
-    session = _session(path)
     validation = scored.data.validation
-    probabilities = np.concatenate(
-        [_run(session, batch) for batch in _float_batches(validation, SCORE_BATCH)]
-    )
     one_thread = _session(path, threads=1)
     image = next(_float_batches(validation[:1], 1))
     return scored_row(
         "onnx",
         precision,
         path,
-        probabilities,
+        onnx_probabilities(path, validation),
         scored.reference,
         scored.labels,
         latency_ms=median_ms(lambda: _run(one_thread, image)),
         started=started,
     )
+
+
+def onnx_probabilities(path: Path, images: torch.Tensor) -> np.ndarray:
+    """An ONNX file's probabilities on uint8 views (onnxruntime's default threads)."""
+    session = _session(path)
+    return np.concatenate([_run(session, batch) for batch in _float_batches(images, SCORE_BATCH)])
 
 
 def _session(path: Path, threads: int = 0) -> onnxruntime.InferenceSession:
