@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared.images import DecodedImage, UnreadableImage, decode_image
+from shared.images import DecodedImage, ImageHeader, UnreadableImage, decode_image
 from shared.limits import Leakage
 
 # A 256-bit pHash (16×16 DCT coefficients): 64 bits called 0.3–4.8 % of scikit-learn's digits
@@ -52,6 +52,9 @@ MAX_LISTED = 20  # files named per finding in the report; the counts are complet
 SPLIT_ORDER = ("train", "val", "test")
 View = Callable[[Image.Image], Image.Image]
 OnDecoded = Callable[[int, DecodedImage, Image.Image | None], None]
+# A row's header and training view when something else decoded it (the training GPU), or
+# None: decode_image decodes it here.
+Predecoded = Callable[[int], tuple[ImageHeader, Image.Image] | None]
 
 
 @dataclass(frozen=True)
@@ -77,21 +80,29 @@ def scan(
     on_decoded: OnDecoded | None = None,
     hashes: bool = True,
     view: View | None = None,
+    predecoded: Predecoded | None = None,
 ) -> list[Scanned]:
     """Decode every file once, in threads (JPEGs at a reduced scale ≥ min_size), and hand
     each to on_decoded(row, decoded, view(decoded image)). view: what training sees (the
     classifier's centre crop), which the duplicate hashes then read instead of the whole
-    image; hashes=False skips them."""
+    image; hashes=False skips them. Rows that predecoded gives a header and view for are
+    not decoded again, nor handed to on_decoded: whoever decoded them kept them."""
 
     def one(row: int) -> tuple[Scanned, bytes | None]:
-        try:
-            decoded = decode_image(paths[row], min_size)
-        except UnreadableImage as error:
-            return str(error), None
-        image = decoded.image
-        seen = view(image) if view is not None else None
-        if on_decoded is not None:
-            on_decoded(row, decoded, seen)
+        given = predecoded(row) if predecoded is not None else None
+        seen: Image.Image | None
+        if given is not None:
+            header, seen = given
+            image, bit_depth = seen, 8  # plain_jpeg_header's files: 8-bit samples
+        else:
+            try:
+                decoded = decode_image(paths[row], min_size)
+            except UnreadableImage as error:
+                return str(error), None
+            image, header, bit_depth = decoded.image, decoded.header, decoded.bit_depth
+            seen = view(image) if view is not None else None
+            if on_decoded is not None:
+                on_decoded(row, decoded, seen)
         digest, thumbnail = b"", None
         if hashes:
             # What training sees when the task says (the classifier's 224 px centre view is
@@ -101,8 +112,7 @@ def scan(
             sha.update(source.tobytes())  # not size + pixels: that copies the pixels again
             digest = sha.digest()
             thumbnail = phash_input(source).tobytes()  # not np.asarray: 30 µs less
-        header = decoded.header
-        facts = ImageFacts(digest, None, header.upright_size, header.orientation, decoded.bit_depth)
+        facts = ImageFacts(digest, None, header.upright_size, header.orientation, bit_depth)
         return facts, thumbnail
 
     scanned: list[Scanned] = []

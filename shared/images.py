@@ -53,6 +53,7 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 # file is refused rather than decoded (Pillow only warns there).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 EXIF_ORIENTATION_TAG = 0x0112
+JPEG_END = b"\xff\xd9"  # the end-of-image marker: the last two bytes of a whole JPEG
 # EXIF orientation → the transpose that makes the stored pixels upright (as Pillow's
 # ImageOps.exif_transpose does it).
 UPRIGHT_TRANSPOSE = {
@@ -118,6 +119,30 @@ def read_header(path: Path) -> ImageHeader:
         header = _header(image)
         if image.format not in ("HEIF", "AVIF"):  # their plugins verify nothing
             image.verify()  # PNG chunk CRCs and the like, without decoding pixels
+    return header
+
+
+def plain_jpeg_header(path: Path) -> ImageHeader | None:
+    """The header of a JPEG that any JPEG decoder turns into decode_image's pixels, else None.
+
+    Plain: 8-bit YCbCr or grayscale samples (no CMYK, whose inversion and profiles decoders
+    treat differently), stored upright (EXIF orientation 1), within MAX_PIXELS, ending in the
+    end-of-image marker (a truncated file is Pillow's to report). The training GPU decodes
+    these itself (worker/classification/device_decode.py); every other file comes here.
+    """
+    try:
+        with _open(path) as image, _corrupt_is_unreadable():
+            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                return None
+            header = _header(image)
+    except UnreadableImage:
+        return None
+    if header.orientation != 1:
+        return None
+    with path.open("rb") as file:
+        file.seek(-len(JPEG_END), 2)
+        if file.read() != JPEG_END:
+            return None
     return header
 
 

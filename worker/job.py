@@ -420,6 +420,7 @@ class Job:
             weights_dir=self.settings.weights_dir,
             device=self.settings.device,
             precision=self.settings.precision,
+            compile_backend=self.settings.compile_backend,
             cache_bytes=self.settings.cache_bytes,
             checkpoint_seconds=self.settings.checkpoint_seconds,
             task=params.model_type,

@@ -31,7 +31,7 @@ from shared.storage.jobs import JobsTable, TrainingNotFound
 from shared.storage.queue import JobQueue, Lease, LeaseLost
 from shared.storage.workers import WorkersTable
 from worker.claim import HeldElsewhere, Verdict, claim, verdict
-from worker.engine.device import prepare_compute
+from worker.engine.device import check_compile_backend, prepare_compute
 from worker.job import Job, JobFlags, LostJob, Outcome, webhook_sender
 from worker.redaction import Redactor
 from worker.settings import WorkerSettings
@@ -83,6 +83,7 @@ class Worker:
         # Raises DeviceUnavailable before anything starts: told cuda without one, or a
         # precision the card lacks (worker/engine/device.py).
         self.compute = prepare_compute(settings.device, settings.precision)
+        check_compile_backend(settings.compile_backend)
         self.stop = threading.Event()
         self.lock = threading.Lock()  # guards lease, current and flags across threads
         # Serialises heartbeat writes, each with the job it reads under it: a beat that read

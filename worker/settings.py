@@ -51,6 +51,11 @@ class WorkerSettings(CommonSettings):
         description="auto (bf16 on compute capability 8.0+, fp16 on 7.x, float32 below and on "
         "the CPU), bf16, fp16 or fp32; one the device cannot run stops the worker at start",
     )
+    compile_backend: str | None = Field(
+        default=None,
+        description="torch.compile backend for classifiers' training step (inductor); unset: "
+        "eager. One this torch lacks stops the worker at start",
+    )
     checkpoint_seconds: float = Field(
         default=120.0, ge=0, description="seconds of training between checkpoints inside an epoch"
     )

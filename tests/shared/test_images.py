@@ -18,6 +18,7 @@ from shared.images import (
     ImageHeader,
     UnreadableImage,
     decode_image,
+    plain_jpeg_header,
     read_header,
     upright_box,
 )
@@ -218,3 +219,23 @@ def test_broken_files_are_refused_with_the_reason(tmp_path: Path) -> None:
         read_header(tmp_path / "text.png")
     with pytest.raises(UnreadableImage, match="decompression bomb"):
         read_header(tmp_path / "bomb.png")
+
+
+def test_only_plain_jpegs_are_left_to_another_decoder(tmp_path: Path) -> None:
+    plain = solid(tmp_path / "plain.jpg", "JPEG", quality=95)
+    progressive = solid(tmp_path / "progressive.jpg", "JPEG", progressive=True)
+    gray = tmp_path / "gray.jpg"
+    Image.new("L", (40, 24), 90).save(gray)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (40, 24), (10, 200, 30, 0)).save(cmyk)
+    data = plain.read_bytes()
+    (tmp_path / "truncated.jpg").write_bytes(data[: len(data) - 40])
+    assert plain_jpeg_header(plain) == ImageHeader((40, 24), 1)
+    assert plain_jpeg_header(progressive) == ImageHeader((40, 24), 1)
+    assert plain_jpeg_header(gray) == ImageHeader((40, 24), 1)
+    # Decode_image's to read: another decoder would turn, invert or report them otherwise.
+    assert plain_jpeg_header(cmyk) is None
+    assert plain_jpeg_header(oriented(tmp_path / "o6.jpg", 6)) is None
+    assert plain_jpeg_header(tmp_path / "truncated.jpg") is None
+    assert plain_jpeg_header(solid(tmp_path / "a.png", "PNG")) is None
+    assert plain_jpeg_header(solid(tmp_path / "png.jpg", "PNG")) is None  # named otherwise

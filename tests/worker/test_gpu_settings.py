@@ -38,6 +38,11 @@ from tests.worker.test_pipeline import azure_request
             "AITRAINER_PRECISION bf16 needs a GPU",
             id="bf16 on the cpu",
         ),
+        pytest.param(
+            {"DEVICE": "cpu", "COMPILE_BACKEND": "warp"},
+            "AITRAINER_COMPILE_BACKEND 'warp' is not a torch.compile backend",
+            id="a compiler torch lacks",
+        ),
     ],
 )
 def test_a_worker_told_to_train_on_what_is_not_there_refuses_to_start(

@@ -15,6 +15,7 @@ from shared.dataset_check import (
     DatasetReport,
     ImageFacts,
     OnDecoded,
+    Predecoded,
     dataset_report,
     duplicate_groups,
     leaked_rows,
@@ -181,12 +182,14 @@ def read_dataset(
     test_fraction: float | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     leakage: Leakage = "drop",
+    predecoded: Predecoded | None = None,
 ) -> DatasetSplit:
     """Check every image once (shared.dataset_check) and split train/val (and test).
 
     on_decoded receives each decoded image: the engine fills its cache with it, so each file
-    is decoded once in all. A test/ folder is the test split; without one, test_fraction
-    holds out that share of each class (before the val split). With leakage "drop",
+    is decoded once in all; predecoded gives the rows the training GPU decoded itself. A
+    test/ folder is the test split; without one, test_fraction holds out that share of each
+    class (before the val split). With leakage "drop",
     duplicates stay on one side of a seeded split, and the val/test copies of a picture
     that the given folders put in several splits are dropped; "keep" only reports them.
     """
@@ -199,6 +202,7 @@ def read_dataset(
         workers,
         on_decoded,
         view=lambda image: centre_view(image, image_size),
+        predecoded=predecoded,
     )
     groups = duplicate_groups(facts)
     given = [image.split for image in layout.files]

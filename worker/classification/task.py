@@ -32,6 +32,7 @@ from worker.classification.data import (
     find_images,
     read_dataset,
 )
+from worker.classification.device_decode import decode_plain_jpegs
 from worker.classification.metrics import (
     ClassificationReport,
     class_weights,
@@ -52,7 +53,7 @@ from worker.engine.data import (
     check_made_for,
     split_digest,
 )
-from worker.engine.device import Compute
+from worker.engine.device import Compute, choose_device
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.task import Evaluation, Poll
 
@@ -63,6 +64,11 @@ if TYPE_CHECKING:
 CONFUSION_PLOT = "confusion_matrix.png"
 # A best validation accuracy below this many times chance means the model did not learn.
 LEARNED_OVER_CHANCE = 1.5
+
+
+def decodes_jpegs_with_torchvision(decoder: str, device: torch.device) -> bool:
+    """TrainConfig.jpeg_decoder on device: auto means torchvision on a GPU (nvJPEG)."""
+    return decoder == "torchvision" or (decoder == "auto" and device.type == "cuda")
 
 
 def plural(count: int, noun: str) -> str:
@@ -80,6 +86,7 @@ class CheckedData:
     options: tuple[Any, ...]  # the config's check_options it was made with
     split: DatasetSplit
     cache: ImageCache | None  # None: the set did not fit config.cache_bytes
+    decoded_by_torchvision: int = 0  # of its images (worker/classification/device_decode.py)
 
 
 class ClassificationTask:
@@ -100,6 +107,7 @@ class ClassificationTask:
 
     skipped_noun = "unreadable image"
     autocasts = True
+    compiles = True
 
     def __init__(self) -> None:
         self._layouts: dict[Path, DatasetLayout] = {}
@@ -131,6 +139,12 @@ class ClassificationTask:
         cache = None
         if cache_bytes_needed(rows, config.image_size) <= config.cache_bytes:
             cache = ImageCache(rows, config.image_size)
+        predecoded = None
+        device = choose_device(config.device)
+        if cache is not None and decodes_jpegs_with_torchvision(config.jpeg_decoder, device):
+            predecoded = decode_plain_jpegs(
+                [image.path for image in layout.files], cache, device, config.threads
+            )
         split = read_dataset(
             layout,
             config.val_fraction,
@@ -140,8 +154,12 @@ class ClassificationTask:
             test_fraction=config.test_fraction,
             image_size=config.image_size,
             leakage=config.leakage,
+            predecoded=predecoded,
         )
-        self._checked = CheckedData(dataset_dir, config.check_options, split, cache)
+        decoded_by_torchvision = len(predecoded.headers) if predecoded is not None else 0
+        self._checked = CheckedData(
+            dataset_dir, config.check_options, split, cache, decoded_by_torchvision
+        )
         assert split.report is not None
         return split.report
 
@@ -192,6 +210,8 @@ class ClassificationTask:
                 "test_per_class": split.class_counts("test") if split.test else None,
                 "test_source": _test_source(split, config.test_fraction),
                 "notes": list(layout.notes),
+                # Plain JPEGs decoded by torchvision (nvJPEG on a GPU); the rest by Pillow.
+                "decoded_by_torchvision": checked.decoded_by_torchvision,
             },
             test_images=len(split.test),
             check=split.report.as_json() if split.report is not None else {},

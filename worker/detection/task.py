@@ -74,6 +74,9 @@ class DetectionTask:
     exporter = staticmethod(export_detector)
     skipped_noun = "unreadable or missing image"
     autocasts = False  # float32 on every device, TF32 off (see the module docstring)
+    # Never compiled: its models take a list of images of any size and build the targets in
+    # Python, which would recompile torch.compile's graph per size; not measured.
+    compiles = False
 
     def __init__(self) -> None:
         self._datasets: dict[tuple[Path, float, int], DetectionDataset] = {}

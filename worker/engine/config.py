@@ -43,6 +43,12 @@ ARCHITECTURES: dict[TaskName, tuple[str, ...]] = {
     "classification": CLASSIFICATION_ARCHITECTURES,
     "detection": DETECTION_ARCHITECTURES,
 }
+# Who decodes a classifier's plain JPEGs into the cache (worker/classification/
+# device_decode.py): "auto" torchvision on a CUDA device, Pillow elsewhere; "torchvision" on
+# whatever device the run trains on (the CPU's libjpeg-turbo too: tests and benches); "pillow"
+# always (shared/images.py). Every other file is Pillow's whichever is chosen.
+JpegDecoder = Literal["auto", "torchvision", "pillow"]
+JPEG_DECODERS: tuple[str, ...] = get_args(JpegDecoder)
 # "fail": a missing ImageNet weights file fails the run; "scratch": train without it.
 PretrainedPolicy = Literal["fail", "scratch"]
 PRETRAINED_POLICIES: tuple[PretrainedPolicy, ...] = ("fail", "scratch")
@@ -110,6 +116,7 @@ class TrainConfig:
     # auto: bf16 where the GPU has it, else fp16; float32 on the CPU (worker/engine/device.py)
     precision: PrecisionRequest = "auto"
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    jpeg_decoder: JpegDecoder = "auto"
     num_workers: int | None = None  # decode threads and loader workers; None: one per core
     val_fraction: float = DEFAULT_VAL_FRACTION
     leakage: Leakage = DEFAULT_LEAKAGE  # duplicates across splits: dropped, or only reported
@@ -131,6 +138,9 @@ class TrainConfig:
     # they validate strictly better (ResNet-18's momentum 0.1 keeps them current).
     batch_norm_choice: bool = True
     label_smoothing: float = 0.1  # measured: +1.4 points on digits, +6 on shapes (3 seeds)
+    # torch.compile's backend for the training step ("inductor"; worker/engine/device.py);
+    # None: eager. Off until bench/gpu_check.py measures a gain on a GPU.
+    compile_backend: str | None = None
     # Also checkpoint inside an epoch after this many seconds of training (None: only at
     # each epoch's end). Not result-defining: a resume continues the same run either way.
     checkpoint_seconds: float | None = None
@@ -178,6 +188,12 @@ class TrainConfig:
             ),
             ("cache_bytes", self.cache_bytes, self.cache_bytes >= 0, "must be >= 0"),
             (
+                "jpeg_decoder",
+                self.jpeg_decoder,
+                self.jpeg_decoder in JPEG_DECODERS,
+                f"must be one of {', '.join(JPEG_DECODERS)}",
+            ),
+            (
                 "num_workers",
                 self.num_workers,
                 self.num_workers is None or self.num_workers >= 0,
@@ -195,6 +211,12 @@ class TrainConfig:
                 self.checkpoint_seconds,
                 self.checkpoint_seconds is None or self.checkpoint_seconds >= 0,
                 "must be >= 0",
+            ),
+            (
+                "compile_backend",
+                self.compile_backend,
+                self.compile_backend is None or bool(self.compile_backend),
+                "must be a torch.compile backend's name, or None to train eagerly",
             ),
             (
                 "label_smoothing",
@@ -245,6 +267,7 @@ class TrainConfig:
             self.test_fraction,
             self.leakage,
             self.cache_bytes,
+            self.jpeg_decoder,
         )
 
     @property

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
+from torch import nn
 
 from worker.engine.config import PRECISION_REQUESTS
 
@@ -138,6 +139,26 @@ def prepare_compute(
     tf32 = precision != "fp32" and torch.cuda.get_device_capability(device) >= BF16_CAPABILITY
     set_tf32(tf32)
     return Compute(device, precision, torch.cuda.get_device_name(device), tf32)
+
+
+def check_compile_backend(backend: str | None) -> None:
+    """Raises DeviceUnavailable when backend is not one of this torch's torch.compile
+    backends (None: eager, always there)."""
+    if backend is not None and backend not in torch.compiler.list_backends(exclude_tags=()):
+        raise DeviceUnavailable(
+            f"AITRAINER_COMPILE_BACKEND {backend!r} is not a torch.compile backend of torch "
+            f"{torch.__version__} (inductor is its compiler); unset it to train eagerly"
+        )
+
+
+def training_module(model: nn.Module, backend: str | None) -> nn.Module:
+    """What the training step calls: model, or torch.compile(model) with backend. The two
+    share parameters; the weight average, evaluation, checkpoints and exports use model, so
+    nothing saved carries the compiled wrapper's names."""
+    check_compile_backend(backend)
+    if backend is None:
+        return model
+    return cast(nn.Module, torch.compile(model, backend=backend))  # an OptimizedModule
 
 
 def set_tf32(on: bool) -> None:

@@ -31,7 +31,7 @@ from worker.engine.checkpoint import (
 from worker.engine.config import TrainConfig
 from worker.engine.control import TrainingInterrupted, cancel_poller, check_finite
 from worker.engine.data import LoadedData, batch_sizes
-from worker.engine.device import Compute, prepare_compute, synchronize
+from worker.engine.device import Compute, prepare_compute, synchronize, training_module
 from worker.engine.plots import matplotlib_missing, plot_curves
 from worker.engine.recipe import (
     WARMUP_EPOCHS,
@@ -96,6 +96,7 @@ class Run:
     device: torch.device
     data: LoadedData
     model: nn.Module
+    train_model: nn.Module  # model, or it compiled (device.training_module): the step's
     pretrained: bool
     optimizer: torch.optim.Optimizer
     scheduler: StepLR
@@ -146,6 +147,12 @@ def fit(
         if not last and stop_after_epoch and stop_after_epoch():
             raise TrainingInterrupted(epoch)
     return finish(run)
+
+
+def compile_backend(task: Task, config: TrainConfig) -> str | None:
+    """The torch.compile backend the training step runs through: none for a task that is
+    never compiled."""
+    return config.compile_backend if task.compiles else None
 
 
 def out_of_patience(run: Run) -> bool:
@@ -220,6 +227,7 @@ def start(
         device=device,
         data=data,
         model=model,
+        train_model=training_module(model, compile_backend(task, config)),
         pretrained=pretrained,
         optimizer=optimizer,
         scheduler=StepLR(optimizer, step_size=config.step_size, gamma=config.gamma),
@@ -235,7 +243,7 @@ def start(
             shutil.copyfile(resume_from, run.paths.checkpoint_last)
     log.info(
         "training %s on %d classes: %d train, %d val images (%d skipped), cache %s, device %s "
-        "(%s, %s), augmentation %s",
+        "(%s, %s, compiled: %s), augmentation %s",
         config.architecture,
         len(data.class_names),
         data.train_images,
@@ -245,6 +253,7 @@ def start(
         device,
         compute.gpu,
         compute.precision,
+        compile_backend(task, config) or "no",
         augmentation,
     )
     return run
@@ -355,7 +364,7 @@ def train_one_epoch(
     Every config.checkpoint_seconds of training, checkpoint_last.pt saves the progress.
     """
     model, optimizer = run.model, run.optimizer
-    model.train()
+    model.train()  # the compiled wrapper's module too: it is the same module
     scheduled = run.scheduler.get_last_lr()
     warmup_steps = WARMUP_EPOCHS * steps_per_epoch if run.config.warmup else 0
     interval = run.config.checkpoint_seconds
@@ -367,7 +376,7 @@ def train_one_epoch(
         # holding a ramped rate, not the scheduled one.
         for group, rate in zip(optimizer.param_groups, scheduled, strict=True):
             group["lr"] = rate * warmup_factor(step, warmup_steps) if warmup_steps else rate
-        loss, count = run.task.training_loss(model, batch)
+        loss, count = run.task.training_loss(run.train_model, batch)
         optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         run.scaler.step(optimizer)
@@ -574,7 +583,10 @@ def metrics(run: Run, final: Any, test: Any = None) -> dict[str, Any]:
         "config": run.config.to_dict(),
         "pretrained": run.pretrained,
         "preprocessing": run.task.preprocessing(run.config.image_size),
-        "compute": run.compute.describe(),
+        "compute": {
+            **run.compute.describe(),
+            "compile_backend": compile_backend(run.task, run.config),
+        },
         "dataset": {
             **data.summary,
             "train_images": data.train_images,

@@ -49,6 +49,7 @@ class Task(Protocol):
     loss_label: str  # the training loss, for the curves' axis
     skipped_noun: str  # what a skipped image is, for the final message
     autocasts: bool  # trains in the card's reduced precision (else float32 everywhere)
+    compiles: bool  # its training step may run through torch.compile (config.compile_backend)
 
     @property
     def exporter(self) -> Callable[..., Manifest]:

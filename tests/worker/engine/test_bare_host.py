@@ -97,5 +97,6 @@ def test_the_gpu_check_runs_every_step_without_what_the_gpu_host_lacks(tmp_path:
     training = checked["training"]
     assert "error" not in training, training
     assert training["epochs"] == 2 and training["precision"] == "fp32"
+    assert training["decoded_by_torchvision"] == 40  # every generated JPEG, as on a GPU
     assert set(training["seconds"]) == {"generate", "data", "training"}
     assert all(export["bytes"] > 0 for export in training["exports"].values())

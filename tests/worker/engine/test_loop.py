@@ -20,7 +20,7 @@ from worker.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from worker.engine.config import TaskName, TrainConfig
 from worker.engine.control import TrainingCancelled, TrainingDiverged, TrainingInterrupted
 from worker.engine.data import LoadedData
-from worker.engine.device import Compute
+from worker.engine.device import Compute, DeviceUnavailable
 from worker.engine.loop import StepCheckpoint, fit
 from worker.engine.recipe import Strength, augmentation_strength
 from worker.engine.results import CHECKPOINT_LAST, EpochReport
@@ -59,6 +59,7 @@ class ToyTask:
     loss_label = "cross-entropy"
     skipped_noun = "toy"
     autocasts = True
+    compiles = True
     SPLIT = "toy split"
 
     def __init__(
@@ -72,6 +73,7 @@ class ToyTask:
         self.split = split
         self.evaluations = 0
         self.epochs_trained = 0
+        self.stepped_with: set[str] = set()  # the module types training_loss was given
 
     def learned_floor(self, num_classes: int) -> float:
         return 0.75
@@ -109,6 +111,7 @@ class ToyTask:
 
     def training_loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
         inputs, labels = batch
+        self.stepped_with.add(type(model).__name__)
         loss = F.cross_entropy(model(inputs), labels)
         poisoned = self.nan_from_epoch is not None and self.epochs_trained >= self.nan_from_epoch
         return (loss * math.nan if poisoned else loss), len(labels)
@@ -557,3 +560,50 @@ def test_the_best_weights_are_scored_once_more_in_full_precision(
     monkeypatch.setattr(loop, "prepare_compute", lambda *args: Recording(torch.device("cpu")))
     fit(Finalizing(), tmp_path, tmp_path / "out", CONFIG)
     assert inside == [True, False]
+
+
+class NeverCompiled(ToyTask):
+    compiles = False
+
+
+def test_a_compiled_training_step_trains_the_same_model_and_saves_plain_weights(
+    tmp_path: Path,
+) -> None:
+    # aot_eager: torch.compile's graph capture and autograd split without inductor's code
+    # generation (two minutes of C++ on two cores); the GPU bench measures inductor.
+    compiled_task, eager_task = ToyTask(), ToyTask()
+    compiled = fit(
+        compiled_task,
+        tmp_path,
+        tmp_path / "compiled",
+        dataclasses.replace(CONFIG, compile_backend="aot_eager"),
+    )
+    eager = fit(eager_task, tmp_path, tmp_path / "eager", CONFIG)
+    assert compiled_task.stepped_with == {"OptimizedModule"}
+    assert eager_task.stepped_with == {"Linear"}
+    for ours, theirs in zip(compiled.history, eager.history, strict=True):
+        assert ours.train_loss == pytest.approx(theirs.train_loss, rel=1e-5)
+        assert ours.val_accuracy == theirs.val_accuracy
+    ours_best, theirs_best = weights(compiled.checkpoint_best), weights(eager.checkpoint_best)
+    assert ours_best.keys() == theirs_best.keys()  # no compiled wrapper's "_orig_mod." names
+    for name, tensor in ours_best.items():
+        assert torch.allclose(tensor, theirs_best[name], atol=1e-5), name
+    compute = json.loads((tmp_path / "compiled" / "metrics.json").read_text())["compute"]
+    assert compute["compile_backend"] == "aot_eager"
+
+
+def test_a_task_never_compiled_trains_eagerly_and_an_unknown_backend_is_refused(
+    tmp_path: Path,
+) -> None:
+    task = NeverCompiled()
+    fit(task, tmp_path, tmp_path / "out", dataclasses.replace(CONFIG, compile_backend="aot_eager"))
+    assert task.stepped_with == {"Linear"}
+    compute = json.loads((tmp_path / "out" / "metrics.json").read_text())["compute"]
+    assert compute["compile_backend"] is None
+    with pytest.raises(DeviceUnavailable, match=r"'warp' is not a torch\.compile backend"):
+        fit(
+            ToyTask(),
+            tmp_path,
+            tmp_path / "refused",
+            dataclasses.replace(CONFIG, compile_backend="warp"),
+        )
