@@ -66,7 +66,8 @@ class Sizes:
 
     architectures: tuple[str, ...]
     precisions: tuple[str, ...]
-    compiled: tuple[str, ...]  # precisions also run with the engine compiled (inductor)
+    compiled: tuple[str, ...]  # precisions also run with the engine compiled, by:
+    compile_backend: str
     throughput_image_size: int
     throughput_batch: int
     throughput_images: int
@@ -74,7 +75,7 @@ class Sizes:
     photos: int
     photo_size: tuple[int, int]
     view_size: int
-    decode_batch: int
+    warm_up_photos: int
     training_images: int
     training_image_size: int
     training_epochs: int
@@ -86,6 +87,7 @@ CHECK = Sizes(
     architectures=("resnet50", "mobilenet_v3_large"),
     precisions=("bf16", "fp16"),
     compiled=("bf16",),
+    compile_backend="inductor",
     throughput_image_size=224,
     throughput_batch=256,
     throughput_images=12_800,
@@ -93,7 +95,7 @@ CHECK = Sizes(
     photos=10_000,
     photo_size=(1024, 768),
     view_size=224,
-    decode_batch=256,
+    warm_up_photos=256,
     training_images=5_000,
     training_image_size=224,
     training_epochs=20,
@@ -103,7 +105,8 @@ CHECK = Sizes(
 SMOKE = Sizes(
     architectures=("mobilenet_v3_small",),
     precisions=("auto",),
-    compiled=(),  # inductor's C++ build takes minutes on a CPU
+    compiled=("auto",),
+    compile_backend="aot_eager",  # inductor's C++ build takes minutes on a CPU
     throughput_image_size=32,
     throughput_batch=8,
     throughput_images=48,
@@ -111,7 +114,7 @@ SMOKE = Sizes(
     photos=24,
     photo_size=(256, 192),
     view_size=64,
-    decode_batch=8,
+    warm_up_photos=8,
     training_images=40,
     training_image_size=32,
     training_epochs=2,
@@ -161,7 +164,8 @@ def host(device: torch.device) -> dict[str, Any]:
 def throughput(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
     """bench/train_throughput.py per architecture × precision, each in its own process."""
     runs = []
-    plan = [(p, None) for p in sizes.precisions] + [(p, "inductor") for p in sizes.compiled]
+    plan = [(p, None) for p in sizes.precisions]
+    plan += [(p, sizes.compile_backend) for p in sizes.compiled]
     for architecture in sizes.architectures:
         for precision, backend in plan:
             command = [
@@ -216,7 +220,7 @@ def decode(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
         paths = write_photos(Path(scratch), sizes.photos, sizes.photo_size, device)
         threads = TrainConfig().threads  # the worker's decode threads on this host
         # Warm both first (nvjpeg's handles and CUDA kernels, Pillow's plugins, page cache).
-        warm = paths[: sizes.decode_batch]
+        warm = paths[: sizes.warm_up_photos]
         pillow_decode(warm, sizes, threads)
         torch_decode(warm, sizes, device)
         pillow_seconds, pillow_views = timed(lambda: pillow_decode(paths, sizes, threads))

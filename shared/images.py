@@ -54,6 +54,7 @@ BIT_DEPTHS = (8, 10, 12, 14, 16)
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 EXIF_ORIENTATION_TAG = 0x0112
 JPEG_END = b"\xff\xd9"  # the end-of-image marker: the last two bytes of a whole JPEG
+ADOBE_RGB_TRANSFORM = 0  # an Adobe APP14 marker's transform: 0 RGB, 1 YCbCr, 2 YCCK
 # EXIF orientation → the transpose that makes the stored pixels upright (as Pillow's
 # ImageOps.exif_transpose does it).
 UPRIGHT_TRANSPOSE = {
@@ -123,21 +124,24 @@ def read_header(path: Path) -> ImageHeader:
 
 
 def plain_jpeg_header(path: Path) -> ImageHeader | None:
-    """The header of a JPEG that any JPEG decoder turns into decode_image's pixels, else None.
+    """The header of a JPEG that any JPEG decoder turns into decode_image's pixels once its
+    EXIF orientation (in the header) is applied, else None.
 
-    Plain: 8-bit YCbCr or grayscale samples (no CMYK, whose inversion and profiles decoders
-    treat differently), stored upright (EXIF orientation 1), within MAX_PIXELS, ending in the
-    end-of-image marker (a truncated file is Pillow's to report). The training GPU decodes
-    these itself (worker/classification/device_decode.py); every other file comes here.
+    Plain: 8-bit YCbCr or grayscale samples (not CMYK, whose inversion and profiles decoders
+    treat differently, nor an Adobe file whose three channels are RGB, which a decoder
+    without Adobe's marker would convert as YCbCr), within MAX_PIXELS, ending in the
+    end-of-image marker (a truncated file is Pillow's to report). A phone's multi-picture
+    JPEG (MPO) is its first picture's JPEG. The training GPU decodes these itself
+    (worker/classification/device_decode.py); every other file comes here.
     """
     try:
         with _open(path) as image, _corrupt_is_unreadable():
-            if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+            if image.format not in ("JPEG", "MPO") or image.mode not in ("RGB", "L"):
+                return None
+            if image.info.get("adobe_transform") == ADOBE_RGB_TRANSFORM:
                 return None
             header = _header(image)
     except UnreadableImage:
-        return None
-    if header.orientation != 1:
         return None
     with path.open("rb") as file:
         file.seek(-len(JPEG_END), 2)

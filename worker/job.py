@@ -421,6 +421,7 @@ class Job:
             device=self.settings.device,
             precision=self.settings.precision,
             compile_backend=self.settings.compile_backend,
+            jpeg_decoder=self.settings.jpeg_decoder,
             cache_bytes=self.settings.cache_bytes,
             checkpoint_seconds=self.settings.checkpoint_seconds,
             task=params.model_type,

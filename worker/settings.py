@@ -7,10 +7,15 @@ import socket
 import tempfile
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from shared.settings import CommonSettings
-from worker.engine.config import DEFAULT_CACHE_BYTES, PrecisionRequest, PretrainedPolicy
+from worker.engine.config import (
+    DEFAULT_CACHE_BYTES,
+    JpegDecoder,
+    PrecisionRequest,
+    PretrainedPolicy,
+)
 
 
 def _default_worker_id() -> str:
@@ -53,8 +58,13 @@ class WorkerSettings(CommonSettings):
     )
     compile_backend: str | None = Field(
         default=None,
-        description="torch.compile backend for classifiers' training step (inductor); unset: "
-        "eager. One this torch lacks stops the worker at start",
+        description="torch.compile backend for classifiers' training step (inductor); unset "
+        "or empty: eager. One this torch lacks stops the worker at start",
+    )
+    jpeg_decoder: JpegDecoder = Field(
+        default="auto",
+        description="who decodes classifiers' plain JPEGs: auto (torchvision's nvJPEG on a "
+        "GPU, Pillow elsewhere), torchvision, or pillow (the switch if nvJPEG misreads files)",
     )
     checkpoint_seconds: float = Field(
         default=120.0, ge=0, description="seconds of training between checkpoints inside an epoch"
@@ -70,3 +80,9 @@ class WorkerSettings(CommonSettings):
     storage_retries: int = Field(
         default=6, ge=0, description="tries of a failed storage request, backing off from 1 s"
     )
+
+    @field_validator("compile_backend", mode="before")
+    @classmethod
+    def _empty_is_eager(cls, value: object) -> object:
+        """AITRAINER_COMPILE_BACKEND= (set, empty) means what unset means."""
+        return None if value == "" else value

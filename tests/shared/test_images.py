@@ -233,9 +233,15 @@ def test_only_plain_jpegs_are_left_to_another_decoder(tmp_path: Path) -> None:
     assert plain_jpeg_header(plain) == ImageHeader((40, 24), 1)
     assert plain_jpeg_header(progressive) == ImageHeader((40, 24), 1)
     assert plain_jpeg_header(gray) == ImageHeader((40, 24), 1)
-    # Decode_image's to read: another decoder would turn, invert or report them otherwise.
+    # The orientation is the caller's to apply, as decode_image applies it.
+    assert plain_jpeg_header(oriented(tmp_path / "o6.jpg", 6)) == ImageHeader(STORED_SIZE, 6)
+    # Decode_image's to read: another decoder would invert or convert them otherwise.
     assert plain_jpeg_header(cmyk) is None
-    assert plain_jpeg_header(oriented(tmp_path / "o6.jpg", 6)) is None
+    adobe_rgb = tmp_path / "adobe_rgb.jpg"  # an APP14 marker: transform 0, channels are RGB
+    app14 = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    adobe_rgb.write_bytes(data[:2] + app14 + data[2:])
+    assert Image.open(adobe_rgb).info["adobe_transform"] == 0
+    assert plain_jpeg_header(adobe_rgb) is None
     assert plain_jpeg_header(tmp_path / "truncated.jpg") is None
     assert plain_jpeg_header(solid(tmp_path / "a.png", "PNG")) is None
     assert plain_jpeg_header(solid(tmp_path / "png.jpg", "PNG")) is None  # named otherwise

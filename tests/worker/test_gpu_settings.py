@@ -22,6 +22,7 @@ from shared.storage.workers import WorkersTable
 from tests.worker.conftest import upload_azure, wait_for, worker_environment
 from tests.worker.test_failures import eventually
 from tests.worker.test_pipeline import azure_request
+from worker.settings import WorkerSettings
 
 
 @pytest.mark.parametrize(
@@ -143,3 +144,17 @@ def test_out_of_gpu_memory_restarts_once_at_half_the_batch_size_then_fails_namin
             "the GPU ran out of memory at batch_size 4 and image_size 32 (after a restart at "
             "half of batch_size 8); try a smaller batch_size or image_size"
         )
+
+
+def test_an_empty_compile_backend_is_eager_and_the_jpeg_decoder_is_a_setting(
+    settings: ApiSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = worker_environment(settings, None, tmp_path, COMPILE_BACKEND="", JPEG_DECODER="pillow")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    worker_settings = WorkerSettings()
+    assert worker_settings.compile_backend is None
+    assert worker_settings.jpeg_decoder == "pillow"
+    monkeypatch.setenv("AITRAINER_JPEG_DECODER", "nvjpeg")
+    with pytest.raises(ValueError, match="jpeg_decoder"):
+        WorkerSettings()

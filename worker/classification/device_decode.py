@@ -3,9 +3,10 @@ classifier's eval view made there too, into the image cache.
 
 At 224 px Pillow's decode caps a GPU run before it starts (bench/gpu_check.py measures the
 two side by side). Only plain JPEGs come here (shared.images.plain_jpeg_header: 8-bit YCbCr
-or grayscale, stored upright, whole); every other file (PNG, HEIC, CMYK, an EXIF rotation,
-a truncated file) goes through shared.images.decode_image, the one decoder for formats and
-EXIF, and a file torchvision refuses goes there too, so its reason reaches the report.
+or grayscale, whole; their EXIF orientation is applied here as shared.images applies it);
+every other file (PNG, HEIC, CMYK, a truncated file) goes through
+shared.images.decode_image, the one decoder for formats, and so does a batch torchvision
+refuses or the GPU has no memory for, so a file's reason reaches the report.
 
 The view is centre_view's (short side resized bilinearly with antialiasing, the centre
 square, the same rounding), computed by torch from the full-size decode; Pillow decodes at
@@ -60,20 +61,30 @@ def decode_plain_jpegs(
         plain = [(row, header) for row, header in enumerate(found) if header is not None]
         for batch in _batches(plain):
             data = list(pool.map(_file_bytes, (paths[row] for row, _ in batch)))
-            views: list[torch.Tensor] = []
-            kept: list[int] = []
-            for (row, header), image in zip(batch, _decoded(data, device), strict=True):
-                if image is not None:
-                    views.append(_view(image, cache.image_size))
-                    kept.append(row)
-                    headers[row] = header
-            if kept:
-                cache.pixels[torch.tensor(kept)] = torch.stack(views).cpu()
+            try:
+                views = _views(batch, data, device, cache.image_size)
+                stacked = torch.stack(list(views.values())).cpu() if views else None
+            except torch.OutOfMemoryError:
+                continue  # the batch's files go to Pillow, which needs no GPU memory
+            if stacked is not None:
+                cache.pixels[torch.tensor(list(views))] = stacked
+                headers.update((row, header) for row, header in batch if row in views)
     if device.type == "cuda":
-        # The decode's blocks go back to the driver: CachedBatches sizes the GPU cache by
-        # what the driver says is free.
+        # PyTorch's cached blocks go back to the driver: CachedBatches sizes the GPU cache by
+        # what the driver says is free (nvJPEG's own buffers are not PyTorch's to free).
         torch.cuda.empty_cache()
     return DeviceDecoded(cache, headers)
+
+
+def _views(
+    batch: list[tuple[int, ImageHeader]], data: list[torch.Tensor], device: torch.device, size: int
+) -> dict[int, torch.Tensor]:
+    """Each decodable file's upright centre view, by row."""
+    views: dict[int, torch.Tensor] = {}
+    for (row, header), image in zip(batch, _decoded(data, device), strict=True):
+        if image is not None:
+            views[row] = view(upright(image, header.orientation), size)
+    return views
 
 
 def _batches(
@@ -121,7 +132,29 @@ def _decoded(data: list[torch.Tensor], device: torch.device) -> list[torch.Tenso
             return decoded
 
 
-def _view(image: torch.Tensor, size: int) -> torch.Tensor:
+def upright(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A C×H×W image as stored → upright for its EXIF orientation: Pillow's transposes of
+    shared.images.UPRIGHT_TRANSPOSE, on the device (a test holds them equal)."""
+    match orientation:
+        case 2:  # FLIP_LEFT_RIGHT
+            return image.flip(2)
+        case 3:  # ROTATE_180
+            return image.flip(1, 2)
+        case 4:  # FLIP_TOP_BOTTOM
+            return image.flip(1)
+        case 5:  # TRANSPOSE
+            return image.transpose(1, 2)
+        case 6:  # ROTATE_270: a quarter turn clockwise
+            return torch.rot90(image, -1, (1, 2))
+        case 7:  # TRANSVERSE
+            return image.transpose(1, 2).flip(1, 2)
+        case 8:  # ROTATE_90: a quarter turn anticlockwise
+            return torch.rot90(image, 1, (1, 2))
+        case _:
+            return image
+
+
+def view(image: torch.Tensor, size: int) -> torch.Tensor:
     """shared.images.centre_view in torch: torchvision's Resize(size) + CenterCrop(size)
     round the long side and the offsets as it does."""
     return F.center_crop(F.resize(image, [size], antialias=True), [size, size])

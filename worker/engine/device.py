@@ -158,7 +158,12 @@ def training_module(model: nn.Module, backend: str | None) -> nn.Module:
     check_compile_backend(backend)
     if backend is None:
         return model
-    return cast(nn.Module, torch.compile(model, backend=backend))  # an OptimizedModule
+    # A worker trains job after job in one process: the last job's graphs (other classes,
+    # sizes, a halved batch) would count against torch's recompile limit, past which it
+    # quietly runs eagerly. dynamic=False: a graph per batch shape (the full one and the
+    # epoch's last), each specialised, rather than a slower dynamic-shape graph for both.
+    torch.compiler.reset()
+    return cast(nn.Module, torch.compile(model, backend=backend, dynamic=False))
 
 
 def set_tf32(on: bool) -> None:

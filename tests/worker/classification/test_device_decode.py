@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from shared.images import centre_view, decode_image
+from shared.images import UPRIGHT_TRANSPOSE, centre_view, decode_image
+from worker.classification import device_decode
 from worker.classification.batches import ImageCache
-from worker.classification.device_decode import decode_plain_jpegs
+from worker.classification.device_decode import decode_plain_jpegs, upright, view
 from worker.classification.task import ClassificationTask
 from worker.engine.config import TrainConfig
 
@@ -43,10 +44,22 @@ def pillow_view(path: Path, size: int) -> torch.Tensor:
     return F.pil_to_tensor(centre_view(decode_image(path, size).image, size))
 
 
+def tagged(path: Path, orientation: int) -> Path:
+    """The JPEG re-saved with an EXIF orientation (its stored pixels as they were)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.open(path).save(path, exif=exif.tobytes(), quality=90)
+    return path
+
+
 def test_torchvision_views_match_pillows_within_two_levels(tmp_path: Path) -> None:
     sizes = [(320, 240), (240, 320), (1000, 180), (96, 64), (40, 30)]  # the last: enlarged
     paths = [photo(tmp_path / f"p{i}.jpg", size, i) for i, size in enumerate(sizes)]
     paths.append(photo(tmp_path / "gray.jpg", (200, 150), 9, mode="L"))
+    paths += [tagged(photo(tmp_path / f"o{o}.jpg", (200, 120), o), o) for o in (3, 6, 8)]
+    first, second = Image.open(paths[0]), Image.open(paths[1]).resize((320, 240))
+    first.save(tmp_path / "phone.mpo", "MPO", save_all=True, append_images=[second])
+    paths.append(tmp_path / "phone.mpo")  # a multi-picture file: its first picture counts
     cache = ImageCache(len(paths), SIZE)
     decoded = decode_plain_jpegs(paths, cache, CPU, threads=2)
     assert sorted(decoded.headers) == list(range(len(paths)))
@@ -59,8 +72,53 @@ def test_torchvision_views_match_pillows_within_two_levels(tmp_path: Path) -> No
         assert view is not None and np.array_equal(
             np.asarray(view), cache.pixels[row].permute(1, 2, 0)
         )
-    gray = cache.pixels[-1]
+    gray = cache.pixels[5]
     assert torch.equal(gray[0], gray[1]) and torch.equal(gray[1], gray[2])
+    assert decoded.headers[7].orientation == 6
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_orientations_turn_as_pillows_transposes(orientation: int) -> None:
+    stored = torch.randint(0, 256, (3, 5, 7), dtype=torch.uint8)
+    transpose = UPRIGHT_TRANSPOSE.get(orientation)
+    image = F.to_pil_image(stored)
+    expected = F.pil_to_tensor(image if transpose is None else image.transpose(transpose))
+    assert torch.equal(upright(stored, orientation), expected)
+
+
+@pytest.mark.parametrize("size", [32, 63])
+@pytest.mark.parametrize("width_height", [(320, 240), (67, 200), (65, 64), (41, 29)])
+def test_the_view_is_centre_views_geometry_on_the_same_pixels(
+    width_height: tuple[int, int], size: int
+) -> None:
+    # One decode, both resizes: what is left is rounding (at most one level), never a
+    # crop a pixel off.
+    width, height = width_height
+    generator = torch.Generator().manual_seed(width * height + size)
+    pixels = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+    expected = F.pil_to_tensor(centre_view(F.to_pil_image(pixels), size)).int()
+    assert (view(pixels, size).int() - expected).abs().max() <= 1
+    assert (view(pixels, size).roll(1, dims=2).int() - expected).abs().max() > 1
+
+
+def test_a_batch_torchvision_refuses_is_retried_file_by_file_and_the_rest_left_to_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = [photo(tmp_path / f"p{i}.jpg", (120, 90), i) for i in range(3)]
+    refused = paths[1].read_bytes()
+    real = device_decode.decode_jpeg
+
+    def fussy(data: torch.Tensor | list[torch.Tensor], **options: object) -> object:
+        files = data if isinstance(data, list) else [data]
+        if any(bytes(one.numpy()) == refused for one in files):
+            raise RuntimeError("nvjpeg: unsupported stream")
+        return real(data, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(device_decode, "decode_jpeg", fussy)
+    cache = ImageCache(len(paths), SIZE)
+    decoded = decode_plain_jpegs(paths, cache, CPU, threads=1)
+    assert sorted(decoded.headers) == [0, 2]
+    assert decoded(1) is None  # the dataset check decodes it with Pillow
 
 
 def test_a_view_cropped_off_centre_is_caught(tmp_path: Path) -> None:
@@ -107,8 +165,8 @@ def test_the_dataset_check_gives_the_same_findings_with_either_decoder(tmp_path:
     pillow, torchvision = by_pillow._checked, by_torchvision._checked
     assert pillow is not None and torchvision is not None
     assert pillow.decoded_by_torchvision == 0
-    # 12 plain JPEGs and the exact copy; not the PNG, the rotated one or the truncated one.
-    assert torchvision.decoded_by_torchvision == 13
+    # 12 plain JPEGs, the exact copy and the rotated one; not the PNG or the truncated one.
+    assert torchvision.decoded_by_torchvision == 14
     # The same groups; but cats/copy.png (Pillow's) and cats/0.jpg (torchvision's) are
     # exact copies only when one decoder reads both: across decoders they are near ones.
     found, found_again = report.as_json(), again.as_json()
@@ -129,7 +187,7 @@ def test_the_dataset_check_gives_the_same_findings_with_either_decoder(tmp_path:
     for image in layout.files:
         name = image.path.relative_to(root).as_posix()
         ours, theirs = torchvision.cache.pixels[image.row], pillow.cache.pixels[image.row]
-        if name in ("cats/copy.png", "dogs/rotated.jpg"):
+        if name == "cats/copy.png":
             assert torch.equal(ours, theirs), name  # Pillow decoded it in both runs
         elif name != "dogs/truncated.jpg":
             assert (ours.float() - theirs.float()).abs().mean() <= MEAN_DIFFERENCE, name
