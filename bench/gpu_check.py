@@ -6,9 +6,9 @@ one JSON file. `bench/gpu_check.sh` runs it on one H100/H200 in about 5 minutes.
 
 1. Training images/s, engine against a bare loop on the same GPU-resident cache
    (bench/train_throughput.py, one process each): resnet50 and mobilenet_v3_large at 224 px,
-   batch 256, in bf16 and in fp16 (the T4's precision). Target: ratio ≥ 0.95. Then each in
-   bf16 with the engine's step compiled by inductor against the same eager bare loop: a
-   ratio above the eager run's is what AITRAINER_COMPILE_BACKEND=inductor would gain.
+   batch 256, in bf16 and in fp16 (the T4's precision). Target: ratio ≥ 0.95. Each run
+   profiles 10 steps (--profile): the GPU's busy share, the host's waits, the augmentation's
+   share and the costliest kernels, which say what holds the rate back.
 2. Decode of generated 1024×768 JPEGs to the 224 px cache view: the worker's Pillow decoder
    (shared/images.py, the worker's decode threads) against its GPU decode
    (worker/classification/device_decode.py: decode_jpeg in batches, the view made on the
@@ -20,6 +20,9 @@ one JSON file. `bench/gpu_check.sh` runs it on one H100/H200 in about 5 minutes.
    cache), training and each export. The
    exports are torch's own calls, not worker/export's checked exporters: those write a
    pydantic manifest, and the host has no pydantic. Targets: ≤ 60 s training, ≤ 120 s in all.
+4. Step 1 in bf16 with the engine's step compiled by inductor, against the same eager bare
+   loop: a ratio above the eager run's is what AITRAINER_COMPILE_BACKEND=inductor gains.
+   Last, because inductor's first compile takes a minute or more per model.
 
 Needs torch, torchvision, NumPy and Pillow only (and onnxscript for the ONNX file, which
 that host has); tests/worker/engine/test_bare_host.py runs --smoke with the rest hidden.
@@ -133,7 +136,13 @@ def main() -> None:
     sizes = SMOKE if args.smoke else CHECK
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {"host": host(device), "smoke": args.smoke}
-    for name, step in (("throughput", throughput), ("decode", decode), ("training", training)):
+    steps = (
+        ("throughput", throughput),
+        ("decode", decode),
+        ("training", training),
+        ("compiled", compiled),
+    )
+    for name, step in steps:
         began = time.perf_counter()
         try:
             results[name] = step(sizes, device, args.smoke)
@@ -162,10 +171,23 @@ def host(device: torch.device) -> dict[str, Any]:
 
 
 def throughput(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
-    """bench/train_throughput.py per architecture × precision, each in its own process."""
+    """bench/train_throughput.py per architecture × precision, each in its own process, with
+    a profile of the step."""
+    plan = [(precision, None) for precision in sizes.precisions]
+    return {"runs": throughput_runs(sizes, device, smoke, plan), "target_ratio": 0.95}
+
+
+def compiled(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any]:
+    """The same with the engine's step compiled, against the same eager bare loop: last, as
+    inductor's first compile takes a minute or more per model."""
+    plan = [(precision, sizes.compile_backend) for precision in sizes.compiled]
+    return {"runs": throughput_runs(sizes, device, smoke, plan)}
+
+
+def throughput_runs(
+    sizes: Sizes, device: torch.device, smoke: bool, plan: list[tuple[str, str | None]]
+) -> list[dict[str, Any]]:
     runs = []
-    plan = [(p, None) for p in sizes.precisions]
-    plan += [(p, sizes.compile_backend) for p in sizes.compiled]
     for architecture in sizes.architectures:
         for precision, backend in plan:
             command = [
@@ -179,8 +201,7 @@ def throughput(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any
             ]
             if smoke:
                 command += ["--classes", str(SMOKE_CLASSES)]
-            if backend:
-                command += ["--compile", backend]
+            command += ["--compile", backend] if backend else ["--profile"]
             done = subprocess.run(command, capture_output=True, text=True, timeout=600)
             run: dict[str, Any] = {
                 "architecture": architecture,
@@ -192,7 +213,7 @@ def throughput(sizes: Sizes, device: torch.device, smoke: bool) -> dict[str, Any
             else:
                 run.update(parse_throughput(done.stdout))
             runs.append(run)
-    return {"runs": runs, "target_ratio": 0.95}
+    return runs
 
 
 def parse_throughput(output: str) -> dict[str, float]:
@@ -204,12 +225,27 @@ def parse_throughput(output: str) -> dict[str, float]:
     ratio = re.search(r"^ratio ([0-9.]+)$", output, re.MULTILINE)
     if not (engine and whole and bare and ratio):
         raise ValueError(f"unexpected train_throughput output: {output[-500:]}")
-    return {
+    parsed: dict[str, Any] = {
         "engine_images_per_s": float(engine.group(1)),
         "engine_whole_epoch_images_per_s": float(whole.group(1)),
         "bare_images_per_s": float(bare.group(1)),
         "ratio": float(ratio.group(1)),
     }
+    profile = re.search(
+        r"^profile \d+ steps: ([0-9.]+) ms/step, GPU busy (\d+)%, augmentation (\d+)% of GPU "
+        r"time, ([0-9.]+) host syncs/step; top kernels: (.*)$",
+        output,
+        re.MULTILINE,
+    )
+    if profile:
+        parsed["profile"] = {
+            "ms_per_step": float(profile.group(1)),
+            "gpu_busy_percent": int(profile.group(2)),
+            "augmentation_percent_of_gpu_time": int(profile.group(3)),
+            "host_syncs_per_step": float(profile.group(4)),
+            "top_kernels": profile.group(5),
+        }
+    return parsed
 
 
 # -- 2. JPEG decode ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ minutes apart. The last line is `ratio <engine/bare>`.
     python bench/train_throughput.py --architecture resnet50 --image-size 224 --batch-size 256
     python bench/train_throughput.py --precision fp16    # a T4's precision, on any GPU
     python bench/train_throughput.py --compile inductor  # the engine's step compiled
+    python bench/train_throughput.py --profile           # then where a step's time goes
 
 With --compile only the engine's training step is compiled (TrainConfig.compile_backend) and
 the bare loop stays eager, so the ratio is what compiling gains over the same eager loop
@@ -67,6 +68,10 @@ JPEG_QUALITY = 90
 GENERATION_CHUNK = 256
 CROP_SCALE = (0.08, 1.0)
 CROP_LOG_RATIO = (math.log(3 / 4), math.log(4 / 3))
+AUGMENT_RANGE = "augmentation"  # the profiler's name for the step's crop, flip, normalise
+# The host waiting for the GPU (a .item(), a copy to the host, an explicit wait).
+HOST_SYNCS = frozenset({"cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"})
+PROFILED_STEPS = 10
 
 
 def main() -> None:
@@ -86,6 +91,8 @@ def main() -> None:
         print(f"dataset written in {time.perf_counter() - started:.1f} s", flush=True)
         bare = BareLoop(dataset_dir, args.architecture, image_size, batch_size, device, precision)
         epochs = run_interleaved(dataset_dir, Path(scratch, "run"), args, bare, device)
+        if args.profile:
+            profile_steps(bare, min(PROFILED_STEPS, bare.count // batch_size))
 
     measured = epochs[1:]
     engine = [e.engine for e in measured]
@@ -116,6 +123,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--compile", metavar="BACKEND", help="torch.compile the engine's step (inductor)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="then profile the bare loop's step (torch.profiler)"
     )
     args = parser.parse_args()
     if args.epochs < 2:
@@ -261,7 +271,7 @@ class BareLoop:
 
     def epoch(self) -> float:
         """One epoch; returns its images/s."""
-        size, device = self.image_size, self.device
+        device = self.device
         if self.cuda:
             torch.cuda.synchronize()
         started = time.perf_counter()
@@ -269,7 +279,14 @@ class BareLoop:
         loss_sum = torch.zeros((), device=device)
         order = torch.randperm(len(self.labels), device=device)[: self.count]
         for index in order.split(self.batch_size):
-            n = len(index)
+            loss_sum += self.step(index) * len(index)
+        loss_sum.item()  # waits for the GPU, like the engine's end-of-epoch loss
+        return self.count / (time.perf_counter() - started)
+
+    def step(self, index: torch.Tensor) -> torch.Tensor:
+        """One training step on the images at index; returns its loss (not waited for)."""
+        size, device, n = self.image_size, self.device, len(index)
+        with torch.profiler.record_function(AUGMENT_RANGE):
             # RandomResizedCrop in one draw per image (the engine's takes the first of ten).
             draw = torch.rand(n, 5, device=device)
             area = CROP_SCALE[0] + (CROP_SCALE[1] - CROP_SCALE[0]) * draw[:, 0]
@@ -284,16 +301,51 @@ class BareLoop:
             crops = roi_align(self.images[index].float(), boxes, size, 1.0, -1, True)
             crops = torch.where((draw[:, 4] < 0.5).view(-1, 1, 1, 1), crops.flip(3), crops)
             inputs = ((crops - self.mean) / self.std).contiguous(memory_format=self.memory_format)
-            dtype, reduced = self.autocast_dtype, self.autocast_dtype is not None
-            with torch.autocast(device.type, dtype=dtype, enabled=reduced):
-                loss = F.cross_entropy(self.model(inputs), self.labels[index])
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            loss_sum += loss.detach() * n
-        loss_sum.item()  # waits for the GPU, like the engine's end-of-epoch loss
-        return self.count / (time.perf_counter() - started)
+        dtype, reduced = self.autocast_dtype, self.autocast_dtype is not None
+        with torch.autocast(device.type, dtype=dtype, enabled=reduced):
+            loss = F.cross_entropy(self.model(inputs), self.labels[index])
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+
+def profile_steps(bare: BareLoop, steps: int) -> None:
+    """Where a training step's time goes, from torch.profiler over `steps` bare-loop steps
+    (the engine's step does the same work): the share of the wall time the GPU computes
+    (low: the host is the limit, launching kernels or waiting), the host's waits for the
+    GPU per step, the augmentation's share of the GPU time, and the costliest kernels."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if bare.cuda:
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    order = torch.randperm(len(bare.labels), device=bare.device)[: steps * bare.batch_size]
+    bare.model.train()
+    bare.step(order[: bare.batch_size])  # warm: the profiler's first step costs extra
+    synchronize(bare.device)
+    with torch.profiler.profile(activities=activities) as profiler:
+        started = time.perf_counter()
+        for index in order.split(bare.batch_size):
+            bare.step(index)
+        synchronize(bare.device)
+        wall = time.perf_counter() - started
+    events = profiler.key_averages()
+    busy = sum(event.self_device_time_total for event in events) / 1e6
+    augment = sum(e.device_time_total for e in events if e.key == AUGMENT_RANGE) / 1e6
+    syncs = sum(e.count for e in events if e.key in HOST_SYNCS)
+    on_gpu = [event for event in events if event.self_device_time_total > 0]
+    top = sorted(on_gpu, key=lambda event: event.self_device_time_total, reverse=True)[:5]
+    kernels = "; ".join(f"{e.key[:60]} {e.self_device_time_total / 1e6 / wall:.0%}" for e in top)
+    print(
+        f"profile {steps} steps: {wall / steps * 1000:.1f} ms/step, GPU busy {busy / wall:.0%}, "
+        f"augmentation {augment / max(busy, 1e-9):.0%} of GPU time, "
+        f"{syncs / steps:.1f} host syncs/step; top kernels: {kernels or 'none (CPU)'}"
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":

@@ -88,10 +88,13 @@ def test_the_gpu_check_runs_every_step_without_what_the_gpu_host_lacks(tmp_path:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     checked = json.loads(results.read_text())
-    runs = checked["throughput"]["runs"]
+    runs = checked["throughput"]["runs"] + checked["compiled"]["runs"]
     assert [run.get("error") for run in runs] == [None, None]
     assert [run["compiled"] for run in runs] == [None, "aot_eager"]
     assert all(run["ratio"] > 0 for run in runs)
+    profile = runs[0]["profile"]  # of the eager run's step; a CPU has no GPU time
+    assert profile["ms_per_step"] > 0 and profile["gpu_busy_percent"] == 0
+    assert profile["top_kernels"] == "none (CPU)"
     decode = checked["decode"]
     assert "error" not in decode and decode["pillow_images_per_s"] > 0
     difference = "mean_abs_difference_of_views"
