@@ -132,17 +132,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, nargs="?", default=Path("gpu_check.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, any device")
+    parser.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help=f"comma-separated, of {', '.join(STEPS)} (all by default): a host whose command "
+        "time is short runs them in two calls",
+    )
     args = parser.parse_args()
+    chosen = args.steps.split(",")
+    if not set(chosen) <= STEPS.keys():
+        parser.error(f"--steps must name steps of {', '.join(STEPS)} (got {args.steps})")
     sizes = SMOKE if args.smoke else CHECK
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results: dict[str, Any] = {"host": host(device), "smoke": args.smoke}
-    steps = (
-        ("throughput", throughput),
-        ("decode", decode),
-        ("training", training),
-        ("compiled", compiled),
-    )
-    for name, step in steps:
+    for name in chosen:
+        step = STEPS[name]
         began = time.perf_counter()
         try:
             results[name] = step(sizes, device, args.smoke)
@@ -403,6 +407,13 @@ def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
+
+STEPS = {
+    "throughput": throughput,
+    "decode": decode,
+    "training": training,
+    "compiled": compiled,
+}
 
 if __name__ == "__main__":
     main()
