@@ -60,6 +60,7 @@ from worker.classification.batches import ImageCache
 from worker.classification.device_decode import decode_plain_jpegs
 from worker.classification.task import ClassificationTask, load_best_classifier
 from worker.engine.config import TrainConfig
+from worker.engine.device import synchronize
 from worker.engine.loop import fit
 
 
@@ -401,11 +402,6 @@ def timed(work: Any) -> tuple[float, Any]:
     began = time.perf_counter()
     value = work()
     return time.perf_counter() - began, value
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 STEPS = {

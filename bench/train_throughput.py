@@ -50,7 +50,7 @@ from worker.classification.data import load_dataset
 from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD, decode_image
 from worker.classification.task import ClassificationTask
 from worker.engine.config import PRECISION_REQUESTS, TrainConfig
-from worker.engine.device import AUTOCAST_DTYPES, choose_precision
+from worker.engine.device import AUTOCAST_DTYPES, choose_precision, synchronize
 from worker.engine.loop import fit
 from worker.engine.results import EpochReport
 
@@ -272,8 +272,7 @@ class BareLoop:
     def epoch(self) -> float:
         """One epoch; returns its images/s."""
         device = self.device
-        if self.cuda:
-            torch.cuda.synchronize()
+        synchronize(device)
         started = time.perf_counter()
         self.model.train()
         loss_sum = torch.zeros((), device=device)
@@ -341,11 +340,6 @@ def profile_steps(bare: BareLoop, steps: int) -> None:
         f"augmentation {augment / max(busy, 1e-9):.0%} of GPU time, "
         f"{syncs / steps:.1f} host syncs/step; top kernels: {kernels or 'none (CPU)'}"
     )
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 if __name__ == "__main__":
