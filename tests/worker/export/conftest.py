@@ -1,8 +1,8 @@
-"""A tiny trained classifier, its check images, and one export of every format to share."""
+"""A tiny trained classifier, its check images, and one export of every format and precision
+to share."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from worker.classification.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from worker.export import FORMATS, Manifest, export_all
 from worker.export.context import ExportContext
 from worker.export.manifest import ClassThresholds
+from worker.export.variants import VariantData
 from worker.export.wrapper import ProbabilityClassifier
 
 LABELS = ["blue sky", "grass", "red"]  # a space on purpose: labels are free text
@@ -117,20 +118,38 @@ def check_images() -> torch.Tensor:
     return colour_images(12, seed=1000)[0]
 
 
+def views(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 eval views, as the worker's cache holds them, and their labels."""
+    images, labels = colour_images(count, seed)
+    return (images * 255).round().to(torch.uint8), labels
+
+
+# The precision variants the shared export makes, and what they are scored and calibrated on.
+PRECISIONS = ["int8", "fp32", "fp16"]
+VALIDATION_IMAGES, VALIDATION_SEED = 90, 2000
+CALIBRATION_IMAGES, CALIBRATION_SEED = 48, 3000
+# The fixture's classifier is a fitted head on random features with soft probabilities:
+# int8 moves more of its images across a class boundary than a trained network's
+# (bench/export_precision.py measures those); 5 points lets the tests be about mechanics.
+VARIANT_TOLERANCE = 0.05
+
+
 @dataclass
 class ExportRun:
     manifest: Manifest
     out_dir: Path
-    seconds: float
 
 
 @pytest.fixture(scope="session")
 def exported(
     classifier: nn.Module, check_images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
 ) -> ExportRun:
-    """Every format exported once from the tiny classifier (about a minute on two cores)."""
+    """Every format, and every precision variant of those that make them, exported once
+    from the tiny classifier (about two minutes on two cores, most of it ExecuTorch's
+    lowering): one export shared by the format tests and the variant tests."""
     out_dir = tmp_path_factory.mktemp("exports")
-    started = time.perf_counter()
+    validation, labels = views(VALIDATION_IMAGES, VALIDATION_SEED)
+    calibration, _ = views(CALIBRATION_IMAGES, CALIBRATION_SEED)
     manifest = export_all(
         model=classifier,
         class_names=LABELS,
@@ -142,8 +161,11 @@ def exported(
         metrics=METRICS,
         model_version=MODEL_VERSION,
         class_thresholds=THRESHOLDS,
+        precisions=PRECISIONS,
+        tolerance=VARIANT_TOLERANCE,
+        variant_data=lambda: VariantData(validation, labels, calibration),
     )
-    return ExportRun(manifest, out_dir, time.perf_counter() - started)
+    return ExportRun(manifest, out_dir)
 
 
 # Detection: small torchvision detectors with random weights made to detect something.
@@ -233,7 +255,6 @@ class DetectionRun:
     images: torch.Tensor
     manifest: Manifest
     out_dir: Path
-    seconds: float
 
 
 @pytest.fixture(scope="session")
@@ -254,7 +275,6 @@ def detection_export(
     from worker.export.detection import DETECTION_FORMATS, export_detector
 
     out_dir = tmp_path_factory.mktemp("detection-exports")
-    started = time.perf_counter()
     manifest = export_detector(
         model=ssdlite,
         class_names=DETECTION_LABELS,
@@ -267,4 +287,4 @@ def detection_export(
         model_version=MODEL_VERSION,
         score_threshold=DETECTION_SCORE_THRESHOLD,
     )
-    return DetectionRun(ssdlite, detection_images, manifest, out_dir, time.perf_counter() - started)
+    return DetectionRun(ssdlite, detection_images, manifest, out_dir)

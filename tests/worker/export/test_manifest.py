@@ -19,7 +19,10 @@ from worker.export import Manifest
 
 def test_every_file_in_the_manifest_has_its_real_size_and_sha256(exported: ExportRun) -> None:
     manifest = Manifest.read(exported.out_dir / "manifest.json")
-    assert {entry.format for entry in manifest.files} == set(manifest.formats)
+    # Every format's files and every delivered precision variant's (onnx_int8, …).
+    described = {entry.format for entry in manifest.files}
+    assert described == {*manifest.formats, *manifest.variant_files()}
+    assert len(manifest.variant_files()) == 5
     for entry in manifest.files:
         data = (exported.out_dir / entry.name).read_bytes()
         assert entry.size_bytes == len(data)

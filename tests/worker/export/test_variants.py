@@ -19,64 +19,27 @@ from tests.worker.export.conftest import (
     LABELS,
     METRICS,
     MODEL_VERSION,
-    colour_images,
+    VALIDATION_IMAGES,
+    VALIDATION_SEED,
+    VARIANT_TOLERANCE,
+    ExportRun,
     toy_context,
+    views,
 )
-from worker.export import ExportInterrupted, Manifest, export_all
+from worker.export import ExportInterrupted, export_all
 from worker.export.coreml_variants import spec_problems
 from worker.export.manifest import FormatResult
 from worker.export.variants import VariantData, gate_reason, precision_table
 from worker.export.wrapper import wrap
 
 
-def views(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 eval views, as the worker's cache holds them, and their labels."""
-    images, labels = colour_images(count, seed)
-    return (images * 255).round().to(torch.uint8), labels
-
-
-def export_variants(
-    classifier: nn.Module,
-    check_images: torch.Tensor,
-    out_dir: Path,
-    calibration: torch.Tensor,
-    tolerance: float,
-) -> Manifest:
-    validation, labels = views(90, seed=2000)
-    return export_all(
-        model=classifier,
-        class_names=LABELS,
-        image_size=IMAGE_SIZE,
-        architecture=ARCHITECTURE,
-        formats=["onnx", "coreml", "executorch"],
-        check_images=check_images,
-        out_dir=out_dir,
-        metrics=METRICS,
-        model_version=MODEL_VERSION,
-        precisions=["int8", "fp32", "fp16"],
-        tolerance=tolerance,
-        variant_data=lambda: VariantData(validation, labels, calibration),
-    )
-
-
-@pytest.fixture(scope="module")
-def variants(
-    classifier: nn.Module, check_images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Manifest, Path]:
-    out_dir = tmp_path_factory.mktemp("variants")
-    calibration, _ = views(48, seed=3000)
-    # The fixture's classifier is a fitted head on random features with soft probabilities:
-    # int8 moves more of its images across a class boundary than a trained network's
-    # (bench/export_precision.py measures those); 5 points lets this test be about mechanics.
-    return export_variants(classifier, check_images, out_dir, calibration, 0.05), out_dir
-
-
 def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
-    variants: tuple[Manifest, Path],
+    exported: ExportRun,
 ) -> None:
-    manifest, out_dir = variants
+    manifest, out_dir = exported.manifest, exported.out_dir
     table = manifest.precisions
-    assert table is not None and table.images == 90 and table.tolerance == 0.05
+    assert table is not None and table.images == VALIDATION_IMAGES
+    assert table.tolerance == VARIANT_TOLERANCE
     rows = {row.key: row for row in table.rows}
     assert list(rows) == [
         "onnx",
@@ -102,7 +65,8 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
     assert int8.agreement is not None and int8.agreement >= 0.85
     assert all(row.simulated is None for row in (fp32, fp16, int8))
     for row in (fp16, int8):
-        assert row.accuracy is not None and row.accuracy >= table.pytorch_fp32_accuracy - 0.05
+        assert row.accuracy is not None
+        assert row.accuracy >= table.pytorch_fp32_accuracy - VARIANT_TOLERANCE
         assert row.latency_ms is not None and row.latency_ms > 0
     assert manifest.variant_files() == {
         "onnx_fp16": "model_fp16.onnx",
@@ -135,14 +99,14 @@ def test_int8_and_fp16_are_smaller_agree_and_describe_themselves(
 def test_a_variant_beyond_the_tolerance_is_not_delivered(
     classifier: nn.Module,
     check_images: torch.Tensor,
-    variants: tuple[Manifest, Path],
+    exported: ExportRun,
     tmp_path: Path,
 ) -> None:
     """int8 calibrated on black pictures: every activation range is wrong, the accuracy
     collapses, and the file is not delivered (made from the float32 file exported above)."""
-    shutil.copy(variants[1] / "model.onnx", tmp_path / "model.onnx")
+    shutil.copy(exported.out_dir / "model.onnx", tmp_path / "model.onnx")
     ctx = toy_context(wrap(classifier), check_images, tmp_path)
-    validation, labels = views(90, seed=2000)
+    validation, labels = views(VALIDATION_IMAGES, VALIDATION_SEED)
     black = torch.zeros(8, 3, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.uint8)
     passed = FormatResult(format="onnx", status="passed", files=["model.onnx"])
     table, delivered = precision_table(
@@ -234,9 +198,9 @@ def test_variants_need_a_format_that_makes_them_and_the_validation_split(
 
 
 def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision(
-    classifier: nn.Module, check_images: torch.Tensor, variants: tuple[Manifest, Path]
+    classifier: nn.Module, check_images: torch.Tensor, exported: ExportRun
 ) -> None:
-    manifest, out_dir = variants
+    manifest, out_dir = exported.manifest, exported.out_dir
     assert manifest.precisions is not None
     rows = {row.key: row for row in manifest.precisions.rows if row.format == "coreml"}
     fp32, fp16, int8 = rows["coreml"], rows["coreml_fp16"], rows["coreml_int8"]
@@ -270,11 +234,11 @@ def test_core_ml_variants_are_smaller_simulated_and_read_back_at_their_precision
 
 
 def test_the_executorch_int8_program_is_smaller_and_scored_in_its_runtime(
-    variants: tuple[Manifest, Path],
+    exported: ExportRun,
 ) -> None:
     from executorch.runtime import Runtime
 
-    manifest, out_dir = variants
+    manifest, out_dir = exported.manifest, exported.out_dir
     assert manifest.precisions is not None
     rows = {row.key: row for row in manifest.precisions.rows if row.format == "executorch"}
     fp32, int8 = rows["executorch"], rows["executorch_int8"]
