@@ -140,6 +140,14 @@ class ExportRun:
     out_dir: Path
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whichever test first asks for the shared export pays for it in its own timeout (about
+    three minutes on two quiet cores, against the suite's 300 s): give those tests room."""
+    for item in items:
+        if "exported" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(600))
+
+
 @pytest.fixture(scope="session")
 def exported(
     classifier: nn.Module, check_images: torch.Tensor, tmp_path_factory: pytest.TempPathFactory
